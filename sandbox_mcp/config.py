@@ -1,0 +1,297 @@
+"""Settings: one frozen value built once from the environment and the command line.
+
+Every setting is an environment variable `SANDBOX_*` and a CLI flag; the flag wins. Nothing
+below this module reads the environment: the server and the sandbox core receive a `Settings`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sandbox_mcp.errors import ConfigurationError
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its field in `Settings`, its environment variable, flag and default."""
+
+    field: str
+    env: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {text!r}")
+        return text
+
+    return parse
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "timeout",
+        "SANDBOX_TIMEOUT",
+        30.0,
+        _positive_float,
+        "default wall-clock deadline of a run, in seconds",
+        aliases=("EXECUTION_TIMEOUT",),
+    ),
+    Option(
+        "max_timeout",
+        "SANDBOX_MAX_TIMEOUT",
+        30.0,
+        _positive_float,
+        "largest timeout_seconds a caller may ask for; larger requests are clamped",
+    ),
+    Option(
+        "max_code_bytes",
+        "SANDBOX_MAX_CODE_BYTES",
+        4 * MIB,
+        _positive_int,
+        "largest snippet accepted, in bytes of UTF-8",
+    ),
+    Option(
+        "memory_mb",
+        "SANDBOX_MEMORY_MB",
+        512,
+        _positive_int,
+        "memory a run may use: data limit per process and resident total of the run",
+    ),
+    Option(
+        "cpu_seconds",
+        "SANDBOX_CPU_SECONDS",
+        30,
+        _positive_int,
+        "CPU time limit of each process of a run",
+    ),
+    Option(
+        "max_processes",
+        "SANDBOX_MAX_PROCESSES",
+        128,
+        _positive_int,
+        "processes and threads one run may have at once",
+    ),
+    Option(
+        "max_open_files",
+        "SANDBOX_MAX_OPEN_FILES",
+        512,
+        _positive_int,
+        "open file descriptors per process",
+    ),
+    Option(
+        "max_file_bytes",
+        "SANDBOX_MAX_FILE_BYTES",
+        64 * MIB,
+        _positive_int,
+        "largest file a run may write",
+    ),
+    Option(
+        "max_disk_bytes",
+        "SANDBOX_MAX_DISK_BYTES",
+        256 * MIB,
+        _positive_int,
+        "total size of the files in a run's workdir",
+    ),
+    Option(
+        "output_bytes",
+        "SANDBOX_OUTPUT_BYTES",
+        16 * 1024,
+        _positive_int,
+        "bytes of each of stdout and stderr shown to the model (head and tail)",
+    ),
+    Option(
+        "max_output_bytes",
+        "SANDBOX_MAX_OUTPUT_BYTES",
+        16 * MIB,
+        _positive_int,
+        "total output after which a run is killed as flooding",
+    ),
+    Option(
+        "run_root",
+        "SANDBOX_RUN_ROOT",
+        Path("/tmp/sandbox-mcp"),
+        Path,
+        "directory under which each run gets its private workdir",
+    ),
+    Option(
+        "identity",
+        "SANDBOX_IDENTITY",
+        "auto",
+        _choice("auto", "pool", "shared"),
+        "auto: a uid per run when the server may switch users, else the server's own uid",
+    ),
+    Option(
+        "uid_base",
+        "SANDBOX_UID_BASE",
+        61000,
+        _positive_int,
+        "first uid (and gid) of the per-run pool",
+    ),
+    Option(
+        "uid_count",
+        "SANDBOX_UID_COUNT",
+        64,
+        _positive_int,
+        "number of uids in the per-run pool",
+    ),
+    Option(
+        "max_concurrent_runs",
+        "SANDBOX_MAX_CONCURRENT_RUNS",
+        8,
+        _positive_int,
+        "runs executing at once; further calls wait",
+    ),
+    Option(
+        "network",
+        "SANDBOX_NETWORK",
+        "off",
+        _choice("off", "on"),
+        "off: snippets may open only Unix sockets",
+    ),
+    Option(
+        "log_level",
+        "SANDBOX_LOG_LEVEL",
+        "info",
+        _choice("debug", "info", "warning", "error"),
+        "log level of the one-line-per-event log on stderr",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the server, validated. Build it with `Settings.load`."""
+
+    timeout: float = 30.0
+    max_timeout: float = 30.0
+    max_code_bytes: int = 4 * MIB
+    memory_mb: int = 512
+    cpu_seconds: int = 30
+    max_processes: int = 128
+    max_open_files: int = 512
+    max_file_bytes: int = 64 * MIB
+    max_disk_bytes: int = 256 * MIB
+    output_bytes: int = 16 * 1024
+    max_output_bytes: int = 16 * MIB
+    run_root: Path = Path("/tmp/sandbox-mcp")
+    identity: str = "auto"
+    uid_base: int = 61000
+    uid_count: int = 64
+    max_concurrent_runs: int = 8
+    network: str = "off"
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.timeout > self.max_timeout:
+            # The default must itself be allowed; clamp it rather than refuse to start.
+            object.__setattr__(self, "timeout", self.max_timeout)
+        if not self.run_root.is_absolute():
+            raise ConfigurationError(f"SANDBOX_RUN_ROOT must be absolute, got {self.run_root}")
+        if self.uid_base < 1000:
+            raise ConfigurationError(
+                "SANDBOX_UID_BASE must be 1000 or more: below are system users"
+            )
+        if self.output_bytes > self.max_output_bytes:
+            raise ConfigurationError("SANDBOX_OUTPUT_BYTES cannot exceed SANDBOX_MAX_OUTPUT_BYTES")
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.memory_mb * MIB
+
+    def clamp_timeout(self, requested: float | None) -> float:
+        """The deadline a run gets: the request, or the default, never above the maximum."""
+        if requested is None:
+            return self.timeout
+        return min(float(requested), self.max_timeout)
+
+    @classmethod
+    def load(
+        cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+    ) -> tuple[Settings, argparse.Namespace]:
+        """Read settings from `environ` (default: the process environment) and `argv`.
+
+        Returns the settings and the parsed command line (for options that are not settings,
+        such as the transport). Raises `ConfigurationError` naming the bad variable or flag.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+
+        for option in OPTIONS:
+            for name in (option.env, *option.aliases):
+                if name in environ and environ[name] != "":
+                    values[option.field] = _parse(option, environ[name], name)
+                    break
+
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        for option in OPTIONS:
+            raw = getattr(args, option.field)
+            if raw is not None:
+                values[option.field] = _parse(option, raw, option.flag)
+
+        return cls(**values), args
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as plain values, for logs and the model's instructions."""
+        return {
+            key: str(value) if isinstance(value, Path) else value
+            for key, value in dataclasses.asdict(self).items()
+        }
+
+
+def _parse(option: Option, raw: str, source: str) -> Any:
+    try:
+        return option.parse(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{source}: {exc}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: every setting as a flag, plus the transport."""
+    parser = argparse.ArgumentParser(
+        prog="sandbox-mcp",
+        description="MCP server that runs code snippets in hardened, single-use sandboxes.",
+    )
+    parser.add_argument("--transport", choices=["stdio"], default="stdio", help="MCP transport")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    for option in OPTIONS:
+        env = " or ".join((option.env, *option.aliases))
+        parser.add_argument(
+            option.flag,
+            dest=option.field,
+            default=None,
+            metavar=option.field.upper(),
+            help=f"{option.help} (env {env}, default {option.default})",
+        )
+    return parser

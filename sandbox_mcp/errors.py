@@ -1,0 +1,41 @@
+"""The exceptions sandbox-mcp raises, one class for each thing that can go wrong."""
+
+from __future__ import annotations
+
+
+class SandboxError(Exception):
+    """Base class: something stopped a snippet from being run at all."""
+
+
+# --- the request ---------------------------------------------------------------------------
+
+
+class InvalidRequest(SandboxError):
+    """The caller asked for something malformed or not allowed."""
+
+
+class UnknownLanguage(InvalidRequest):
+    """The language id matches no language in the registry."""
+
+
+class CodeTooLarge(InvalidRequest):
+    """The snippet is larger than the configured maximum."""
+
+
+class InvalidFilename(InvalidRequest):
+    """The main file's name would leave the workdir or is not a plain file name."""
+
+
+# --- the machine ---------------------------------------------------------------------------
+
+
+class RuntimeUnavailable(SandboxError):
+    """The language is known but its runtime is not installed on this machine."""
+
+
+class ConfigurationError(SandboxError):
+    """The server's settings are invalid or unsafe; it refuses to start."""
+
+
+class LauncherError(SandboxError):
+    """The launcher process failed or died; the run could not be started."""

@@ -1,0 +1,87 @@
+"""What the server asks the launcher to run, and what comes back: plain values that cross a
+socket as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# The limits a run can hit, as reported in `RunOutcome.limit` and to the model.
+LIMITS = (
+    "timeout",
+    "cpu",
+    "memory",
+    "output",
+    "processes",
+    "file_size",
+    "open_files",
+    "disk",
+    "cancelled",
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The resource limits of one run."""
+
+    timeout_seconds: float
+    cpu_seconds: int
+    memory_bytes: int
+    max_processes: int
+    max_open_files: int
+    max_file_bytes: int
+    max_disk_bytes: int
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything the supervisor needs to run one snippet. Paths are absolute."""
+
+    run_id: str
+    argv: list[str]
+    env: dict[str, str]
+    workdir: str
+    main_file: str
+    limits: Limits
+    uid: int | None
+    gid: int | None
+    network: bool
+    landlock_abi: int
+    protected_pids: list[int] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> RunSpec:
+        raw: dict[str, Any] = json.loads(data)
+        raw["limits"] = Limits(**raw["limits"])
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended, as the supervisor saw it.
+
+    `exit_code` is None when a signal ended the main process (`signal` names it) or when it
+    never started (`error` says why). `limit` names the limit that ended the run, if the
+    supervisor knows it; the server may still infer one from the output.
+    """
+
+    exit_code: int | None
+    signal: str | None
+    limit: str | None
+    duration_ms: float
+    cpu_ms: float
+    peak_memory_bytes: int
+    peak_processes: int
+    error: str | None = None
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> RunOutcome:
+        return cls(**json.loads(data))

@@ -1,0 +1,435 @@
+"""The supervisor: one short-lived process per run, forked by the launcher.
+
+It takes the run's identity, makes the workdir, starts the snippet with every limit applied,
+watches it (deadline, resident memory, disk, the server's kill requests), kills whatever is
+left when the main process ends, removes the workdir and reports the outcome. It is a child
+subreaper, so nothing the snippet starts can leave its tree.
+
+It runs single-threaded, which is what makes the plain `fork` and the Python code between
+fork and exec in `_start_snippet` safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import selectors
+import shutil
+import signal
+import socket
+import stat
+import time
+from dataclasses import dataclass, field
+
+from sandbox_mcp.sandbox import _libc, landlock, processes, seccomp
+from sandbox_mcp.sandbox.spec import RunOutcome, RunSpec
+
+# Where a run may write besides its workdir: device files such as /dev/null and /dev/tty,
+# which may be opened for writing but not created or removed.
+DEVICE_DIRS = ("/dev",)
+
+# How often the watchdog looks at the run: often at first, when most runs end, then less.
+_SAMPLE_STEPS = ((0.05, 0.005), (1.0, 0.02), (float("inf"), 0.1))
+_DISK_EVERY = 0.5
+# After the snippet's main process exits, how long its output pipes may stay open.
+_KILL_GRACE = 0.0
+
+
+@dataclass
+class RunFds:
+    """The descriptors the server passed for one run."""
+
+    stdin: int
+    stdout: int
+    stderr: int
+    payload: int
+
+
+@dataclass
+class _Watch:
+    """What the supervisor learns while the run goes on."""
+
+    started: float = 0.0
+    status: int | None = None
+    usage: object | None = None
+    ended: float | None = None
+    limit: str | None = None
+    peak_rss: int = 0
+    peak_processes: int = 0
+    fork_rss: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class _Terminate(Exception):
+    """The launcher asked the supervisor to stop (it is shutting down or died)."""
+
+
+def supervise(spec: RunSpec, fds: RunFds, control: socket.socket) -> None:
+    """Run `spec` to its end and report a `RunOutcome` on `control`. Never raises."""
+    signal.signal(signal.SIGTERM, _raise_terminate)
+    watch = _Watch()
+    pool_mode = spec.uid is not None
+    main_pid: int | None = None
+
+    try:
+        # 1. Become the run's identity; from here on nothing is done with more rights.
+        _become(spec)
+        _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
+        _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
+
+        # 2. Make the workdir and write the snippet's files into it.
+        _make_workdir(spec, fds.payload)
+
+        # 3. Start the snippet with its limits.
+        watch.fork_rss = _own_peak_rss()
+        watch.started = time.monotonic()
+        main_pid = _start_snippet(spec, fds)
+        control.send(json.dumps({"event": "started", "pid": main_pid}).encode())
+        # A first look right after exec: a run shorter than the first sampling interval
+        # still gets a measured (if early) footprint.
+        _over_limit(spec, watch, watch.started, float("inf"))
+
+        # 4. Watch it until the main process ends or a limit is hit.
+        _watch(spec, main_pid, control, watch)
+    except _Terminate:
+        watch.limit = watch.limit or "cancelled"
+    except Exception as exc:  # reported to the server, never lost
+        watch.errors.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        # 5. Nothing of the run survives it: kill the whole tree, then remove the workdir.
+        # A second SIGTERM must not cut this short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _close_quietly(fds.stdin, fds.stdout, fds.stderr, fds.payload)
+        processes.kill_tree(
+            os.getpid(),
+            sweep_uid=pool_mode,
+            on_reap=lambda pid, status, usage: _record_exit(watch, main_pid, pid, status, usage),
+        )
+        _remove_workdir(spec.workdir, watch)
+
+        # 6. Report.
+        _report(control, _outcome(spec, watch))
+
+
+def _become(spec: RunSpec) -> None:
+    if spec.uid is None or spec.gid is None:
+        return
+    os.setgroups([])
+    os.setresgid(spec.gid, spec.gid, spec.gid)
+    os.setresuid(spec.uid, spec.uid, spec.uid)
+    # A change of credentials clears the parent-death signal; set it again afterwards.
+    _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _make_workdir(spec: RunSpec, payload: int) -> None:
+    os.mkdir(spec.workdir, 0o700)
+    os.mkdir(os.path.join(spec.workdir, ".tmp"), 0o700)
+    target = os.path.join(spec.workdir, spec.main_file)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    out = os.open(target, flags, 0o600)
+    try:
+        size = os.fstat(payload).st_size
+        offset = 0
+        while offset < size:
+            sent = os.sendfile(out, payload, offset, size - offset)
+            if sent == 0:
+                break
+            offset += sent
+    finally:
+        os.close(out)
+
+
+def _start_snippet(spec: RunSpec, fds: RunFds) -> int:
+    """Fork and exec the snippet. Returns its pid once exec has succeeded, or raises."""
+    error_read, error_write = os.pipe2(os.O_CLOEXEC)
+    supervisor = os.getpid()
+
+    pid = os.fork()
+    if pid == 0:  # the snippet-to-be: set everything up, then exec
+        try:
+            _prepare_child(spec, fds, supervisor, error_write)
+            os.execve(spec.argv[0], spec.argv, spec.env)
+        except BaseException as exc:
+            try:
+                os.write(error_write, f"{type(exc).__name__}: {exc}".encode()[:4000])
+            finally:
+                os._exit(127)
+
+    # Exec closes the error pipe (close-on-exec): EOF with no message means it succeeded.
+    os.close(error_write)
+    try:
+        message = os.read(error_read, 4096)
+    finally:
+        os.close(error_read)
+    if message:
+        os.waitpid(pid, 0)
+        raise OSError(f"could not start {spec.argv[0]}: {message.decode(errors='replace')}")
+    return pid
+
+
+def _prepare_child(spec: RunSpec, fds: RunFds, supervisor: int, error_write: int) -> None:
+    # Its own session and process group, stdio from the server's pipes, nothing else open.
+    os.setsid()
+    os.dup2(fds.stdin, 0)
+    os.dup2(fds.stdout, 1)
+    os.dup2(fds.stderr, 2)
+    os.closerange(3, error_write)
+    os.closerange(error_write + 1, 1 << 16)
+    os.chdir(spec.workdir)
+
+    # Under memory pressure the kernel should pick a snippet, never the server. /proc/self
+    # belongs to root while the process is non-dumpable (inherited from the supervisor);
+    # exec would make it dumpable anyway.
+    _libc.prctl(_libc.PR_SET_DUMPABLE, 1)
+    with open("/proc/self/oom_score_adj", "w") as handle:
+        handle.write("1000")
+
+    limits = spec.limits
+    _setrlimit(resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1)
+    # A data limit, not an address-space one: V8, the JVM and Go reserve far more address
+    # space than they use, and RLIMIT_AS would stop them at startup.
+    _setrlimit(resource.RLIMIT_DATA, limits.memory_bytes)
+    _setrlimit(resource.RLIMIT_NPROC, _process_limit(spec))
+    _setrlimit(resource.RLIMIT_NOFILE, limits.max_open_files)
+    _setrlimit(resource.RLIMIT_FSIZE, limits.max_file_bytes)
+    _setrlimit(resource.RLIMIT_CORE, 0)
+
+    _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != supervisor:
+        os._exit(126)
+    _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
+    landlock.restrict(spec.landlock_abi, [spec.workdir], DEVICE_DIRS, spec.network)
+    seccomp.install(
+        seccomp.FilterPolicy(
+            protected_pids=(*spec.protected_pids, supervisor), network=spec.network
+        )
+    )
+
+
+def _process_limit(spec: RunSpec) -> int:
+    # RLIMIT_NPROC counts every process and thread of the uid. In pool mode the uid is the
+    # run's own; in shared mode it is the server's, so the server's own tasks and those of
+    # concurrent runs count too: add what exists now, which is the best a per-uid limit
+    # can do there.
+    if spec.uid is not None:
+        return spec.limits.max_processes
+    return spec.limits.max_processes + _tasks_of_uid(os.getuid())
+
+
+def _tasks_of_uid(uid: int) -> int:
+    count = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid == uid:
+                count += len(os.listdir(f"/proc/{entry.name}/task"))
+        except OSError:
+            continue
+    return count
+
+
+def _setrlimit(which: int, soft: int, hard: int | None = None) -> None:
+    resource.setrlimit(which, (soft, soft if hard is None else hard))
+
+
+def _watch(spec: RunSpec, main_pid: int, control: socket.socket, watch: _Watch) -> None:
+    pidfd = os.pidfd_open(main_pid)
+    deadline = watch.started + spec.limits.timeout_seconds
+    next_disk = watch.started + _DISK_EVERY
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(pidfd, selectors.EVENT_READ, "exit")
+        selector.register(control, selectors.EVENT_READ, "control")
+        try:
+            while watch.status is None:
+                now = time.monotonic()
+                if now >= deadline:
+                    watch.limit = "timeout"
+                    return
+
+                for key, _ in selector.select(min(deadline - now, _sample_interval(watch, now))):
+                    if key.data == "exit":
+                        for pid, status, usage in processes.reap():
+                            _record_exit(watch, main_pid, pid, status, usage)
+                    elif key.data == "control":
+                        reason = _read_control(control)
+                        if reason:
+                            watch.limit = reason
+                            return
+
+                if watch.status is None and _over_limit(spec, watch, now, next_disk):
+                    return
+                if now >= next_disk:
+                    next_disk = now + _DISK_EVERY
+        finally:
+            os.close(pidfd)
+
+
+def _sample_interval(watch: _Watch, now: float) -> float:
+    elapsed = now - watch.started
+    for until, interval in _SAMPLE_STEPS:
+        if elapsed < until:
+            return interval
+    return _SAMPLE_STEPS[-1][1]
+
+
+def _over_limit(spec: RunSpec, watch: _Watch, now: float, next_disk: float) -> bool:
+    tree = processes.sample(os.getpid())
+    watch.peak_rss = max(watch.peak_rss, tree.rss_bytes)
+    watch.peak_processes = max(watch.peak_processes, tree.threads)
+    if tree.rss_bytes > spec.limits.memory_bytes:
+        watch.limit = "memory"
+        return True
+    if now >= next_disk and _disk_usage(spec.workdir) > spec.limits.max_disk_bytes:
+        watch.limit = "disk"
+        return True
+    return False
+
+
+def _disk_usage(path: str, cap: int = 20000) -> int:
+    """Bytes allocated under `path`, counting at most `cap` entries (a flood of tiny files
+    is stopped by the process and time limits long before it matters here)."""
+    total = 0
+    pending = [path]
+    seen = 0
+    while pending and seen < cap:
+        try:
+            entries = os.scandir(pending.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                seen += 1
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                total += info.st_blocks * 512
+                if stat.S_ISDIR(info.st_mode):
+                    pending.append(entry.path)
+    return total
+
+
+def _read_control(control: socket.socket) -> str | None:
+    """The reason the server wants the run killed, or None for nothing to do."""
+    try:
+        data = control.recv(4096)
+    except OSError:
+        return "cancelled"
+    if not data:  # the server went away or gave up on the run
+        return "cancelled"
+    request = json.loads(data)
+    if request.get("op") == "kill":
+        return str(request.get("reason") or "cancelled")
+    return None
+
+
+def _record_exit(watch: _Watch, main_pid: int | None, pid: int, status: int, usage: object) -> None:
+    if pid == main_pid and watch.status is None:
+        watch.status = status
+        watch.usage = usage
+        watch.ended = time.monotonic()
+
+
+def _remove_workdir(path: str, watch: _Watch) -> None:
+    def make_writable(function: object, target: str, excinfo: object) -> None:
+        # A snippet may have taken the write bit off its own directories.
+        parent = os.path.dirname(target)
+        os.chmod(parent, 0o700)
+        if os.path.isdir(target) and not os.path.islink(target):
+            os.chmod(target, 0o700)
+            shutil.rmtree(target, onerror=make_writable)
+        else:
+            os.unlink(target)
+
+    try:
+        shutil.rmtree(path, onerror=make_writable)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        watch.errors.append(f"workdir not removed: {exc}")
+
+
+def _outcome(spec: RunSpec, watch: _Watch) -> RunOutcome:
+    ended = watch.ended or time.monotonic()
+    duration_ms = (ended - watch.started) * 1000 if watch.started else 0.0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_ms = (children.ru_utime + children.ru_stime) * 1000
+    # ru_maxrss also covers each process's life before exec, when it was a copy of this
+    # supervisor: it only says something when it rose above that.
+    largest = children.ru_maxrss * 1024
+    peak = max(watch.peak_rss, largest if largest > watch.fork_rss else 0)
+
+    exit_code = signal_name = None
+    limit = watch.limit
+    if watch.status is not None:
+        if os.WIFEXITED(watch.status):
+            exit_code = os.WEXITSTATUS(watch.status)
+        elif os.WIFSIGNALED(watch.status):
+            number = os.WTERMSIG(watch.status)
+            signal_name = _signal_name(number)
+            limit = limit or _limit_from_signal(spec, number, watch.usage)
+    elif watch.started:
+        # The supervisor ended the run before the main process exited: it died by SIGKILL.
+        signal_name = "SIGKILL"
+
+    error = "; ".join(watch.errors) or None
+    return RunOutcome(
+        exit_code=exit_code,
+        signal=signal_name,
+        limit=limit,
+        duration_ms=round(duration_ms, 3),
+        cpu_ms=round(cpu_ms, 3),
+        peak_memory_bytes=int(peak),
+        peak_processes=watch.peak_processes,
+        error=error,
+    )
+
+
+def _limit_from_signal(spec: RunSpec, number: int, usage: object) -> str | None:
+    if number == signal.SIGXCPU:
+        return "cpu"
+    if number == signal.SIGXFSZ:
+        return "file_size"
+    if number == signal.SIGKILL and usage is not None:
+        # The hard CPU limit sends SIGKILL to a process that ignored SIGXCPU.
+        used = usage.ru_utime + usage.ru_stime  # type: ignore[attr-defined]
+        if used >= spec.limits.cpu_seconds:
+            return "cpu"
+    return None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"SIG{number}"
+
+
+def _report(control: socket.socket, outcome: RunOutcome) -> None:
+    # If the server is gone there is no one left to tell.
+    with contextlib.suppress(OSError):
+        control.send(json.dumps({"event": "exited", "outcome": outcome.__dict__}).encode())
+
+
+def _close_quietly(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            continue
+
+
+def _own_peak_rss() -> int:
+    with open("/proc/self/status", "rb") as status:
+        for line in status:
+            if line.startswith(b"VmHWM:"):
+                return int(line.split()[1]) * 1024 + 1024 * 1024
+    return 0
+
+
+def _raise_terminate(signum: int, frame: object) -> None:
+    raise _Terminate()

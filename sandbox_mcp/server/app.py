@@ -1,0 +1,60 @@
+"""The MCP server: tools on top of one `Sandbox`, with instructions that state the truth."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from mcp.server import MCPServer
+
+from sandbox_mcp import __version__
+from sandbox_mcp.sandbox.runner import Sandbox
+from sandbox_mcp.server import tools
+from sandbox_mcp.server.arguments import StrictArguments
+
+
+def build(sandbox: Sandbox) -> MCPServer:
+    """An MCP server whose tools run code in `sandbox`. It starts and stops the sandbox."""
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[None]:
+        await sandbox.start()
+        try:
+            yield
+        finally:
+            await sandbox.close()
+
+    server = MCPServer(
+        name="sandbox-mcp",
+        title="Code sandbox",
+        version=__version__,
+        instructions=instructions(sandbox),
+        lifespan=lifespan,
+        log_level=sandbox.settings.log_level.upper(),  # type: ignore[arg-type]
+    )
+    tools.register(server, sandbox)
+    server.middleware.append(StrictArguments(server))
+    return server
+
+
+def instructions(sandbox: Sandbox) -> str:
+    """What the model should know before it calls a tool, from the settings in force."""
+    settings = sandbox.settings
+    network = (
+        "The network is closed: snippets cannot open internet sockets, so packages cannot "
+        "be installed (no pip install, no npm install); use the standard library and what "
+        "is preinstalled."
+        if settings.network == "off"
+        else "Snippets may open network connections."
+    )
+    return (
+        "Runs code snippets in isolated, single-use sandboxes. Each execute_code call gets a "
+        "fresh empty working directory and a non-root user; nothing persists between calls. "
+        "Write files only in the current directory. "
+        f"Limits per run: {settings.timeout:g} s wall clock by default (at most "
+        f"{settings.max_timeout:g} s), {settings.memory_mb} MB of memory, "
+        f"{settings.cpu_seconds} s of CPU, {settings.max_processes} processes, "
+        f"{settings.output_bytes // 1024} KB of each output stream shown (head and tail). "
+        f"{network} Use list_languages to see the runtimes and their versions. A non-zero "
+        "exit is a normal result: read stderr, fix the code and run again."
+    )

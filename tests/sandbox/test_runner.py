@@ -1,0 +1,504 @@
+"""The runner against real processes and real runtimes: results, limits and hostile code."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sandbox_mcp.config import Settings
+from sandbox_mcp.errors import CodeTooLarge, InvalidFilename, UnknownLanguage
+from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox
+from tests.support import IS_ROOT, process_exists
+
+pytestmark = pytest.mark.anyio
+
+BASE = Settings(timeout=10, max_timeout=10, cpu_seconds=20)
+
+
+@pytest.fixture
+async def sandbox(run_root: Path) -> AsyncIterator[Sandbox]:
+    box = Sandbox(replace(BASE, run_root=run_root))
+    await box.start()
+    yield box
+    await box.close()
+
+
+async def start_sandbox(run_root: Path, **changes: object) -> Sandbox:
+    box = Sandbox(replace(BASE, run_root=run_root, **changes))
+    await box.start()
+    return box
+
+
+async def run(box: Sandbox, language: str, code: str, **kwargs: object) -> RunResult:
+    return await box.run(RunRequest(language=language, code=code, **kwargs))  # type: ignore[arg-type]
+
+
+def pids_in(text: str) -> list[int]:
+    return [int(pid) for pid in re.findall(r"PID (\d+)", text)]
+
+
+# --- ordinary runs -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("language", "code"),
+    [
+        ("python", "print('hello from python')"),
+        ("javascript", "console.log('hello from javascript')"),
+        ("bash", "echo hello from bash"),
+    ],
+)
+async def test_each_language_prints_hello(sandbox: Sandbox, language: str, code: str) -> None:
+    result = await run(sandbox, language, code)
+
+    assert result.stdout == f"hello from {language}\n"
+    assert result.exit_code == 0
+    assert result.limit is None
+    assert result.signal is None
+    assert result.duration_ms > 0
+    assert result.peak_memory_bytes > 0
+
+
+async def test_exit_code_and_stderr_are_reported(sandbox: Sandbox) -> None:
+    result = await run(sandbox, "python", "import sys\nprint('out')\nsys.exit('broken: 42')")
+
+    assert result.exit_code == 1
+    assert result.stdout == "out\n"
+    assert "broken: 42" in result.stderr
+    assert result.limit is None
+
+
+async def test_stdin_and_args_reach_the_program(sandbox: Sandbox) -> None:
+    code = "import sys\nprint(sys.argv[1:])\nprint(sys.stdin.read().upper())"
+    result = await run(sandbox, "python", code, stdin="line one\nline two", args=("a b", "--x"))
+
+    assert result.stdout == "['a b', '--x']\nLINE ONE\nLINE TWO\n"
+
+
+async def test_empty_stdin_reads_as_end_of_file(sandbox: Sandbox) -> None:
+    result = await run(sandbox, "bash", 'read -r line; echo "status=$? line=[$line]"')
+
+    assert result.stdout == "status=1 line=[]\n"
+
+
+async def test_aliases_and_filename_are_honoured(sandbox: Sandbox) -> None:
+    result = await run(sandbox, "py", "import sys; print(sys.argv[0])", filename="app.py")
+
+    assert result.language == "python"
+    assert result.filename == "app.py"
+    assert result.stdout == "app.py\n"
+
+
+async def test_snippet_runs_in_a_private_workdir_that_is_removed(sandbox: Sandbox) -> None:
+    code = "import os, stat\nprint(os.getcwd())\nprint(oct(stat.S_IMODE(os.stat('.').st_mode)))"
+    result = await run(sandbox, "python", code)
+
+    workdir, mode = result.stdout.split()
+    assert workdir.startswith(str(sandbox.settings.run_root))
+    assert mode == "0o700"
+    assert not Path(workdir).exists()
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="pool mode needs root: this test checks per-run uids")
+async def test_pool_mode_gives_each_run_a_non_root_uid(sandbox: Sandbox) -> None:
+    result = await run(
+        sandbox, "python", "import os; print(os.getuid(), os.getgid(), os.getgroups())"
+    )
+
+    uid, gid, groups = result.stdout.split(maxsplit=2)
+    assert sandbox.identity.mode == "pool"
+    assert int(uid) >= BASE.uid_base
+    assert uid == gid
+    assert groups.strip() == "[]"
+
+
+# --- refusals ----------------------------------------------------------------------------------
+
+
+async def test_unknown_language_names_the_known_ones(sandbox: Sandbox) -> None:
+    with pytest.raises(UnknownLanguage, match="unknown language 'pyhton'; known: python"):
+        await run(sandbox, "pyhton", "print(1)")
+
+
+@pytest.mark.parametrize("filename", ["../../etc/passwd", "/etc/passwd", "a/b.py", "..", ".x", ""])
+async def test_filename_escaping_the_workdir_is_refused(sandbox: Sandbox, filename: str) -> None:
+    with pytest.raises(InvalidFilename):
+        await run(sandbox, "python", "print(1)", filename=filename)
+
+
+async def test_code_over_the_size_limit_is_refused(run_root: Path) -> None:
+    box = await start_sandbox(run_root, max_code_bytes=1000)
+    try:
+        with pytest.raises(CodeTooLarge, match="1000 bytes"):
+            await run(box, "python", "#" * 1001)
+        assert (await run(box, "python", "print('still serving')")).stdout == "still serving\n"
+    finally:
+        await box.close()
+
+
+# --- the deadline and leftovers ----------------------------------------------------------------
+
+
+async def test_timeout_kills_daemonized_grandchild_that_ignores_sigterm(sandbox: Sandbox) -> None:
+    code = (
+        "setsid bash -c 'trap \"\" TERM HUP; echo PID $$; while :; do sleep 0.2; done' &\n"
+        "( ( trap '' TERM; echo PID $BASHPID; exec sleep 1000 ) & ) \n"
+        "sleep 1000\n"
+    )
+    started = time.monotonic()
+    result = await run(sandbox, "bash", code, timeout_seconds=1.5)
+
+    assert result.limit == "timeout"
+    assert result.timed_out
+    assert result.exit_code is None
+    assert result.signal == "SIGKILL"
+    assert time.monotonic() - started < 5
+    pids = pids_in(result.stdout)
+    assert len(pids) == 2
+    assert not any(process_exists(pid) for pid in pids)
+
+
+async def test_sigterm_ignoring_child_is_killed_at_the_deadline(sandbox: Sandbox) -> None:
+    code = (
+        "import os, signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('PID', os.getpid(), flush=True)\n"
+        "time.sleep(1000)\n"
+    )
+    result = await run(sandbox, "python", code, timeout_seconds=1)
+
+    assert result.limit == "timeout"
+    assert result.stdout.startswith("PID ")  # printed before the kill, so it is in the answer
+    assert not process_exists(pids_in(result.stdout)[0])
+
+
+async def test_background_process_does_not_survive_a_normal_exit(sandbox: Sandbox) -> None:
+    code = "sleep 1000 &\necho PID $!\nnohup sleep 1000 >/dev/null 2>&1 &\necho PID $!\nexit 0"
+    result = await run(sandbox, "bash", code)
+
+    assert result.exit_code == 0
+    assert result.limit is None
+    assert all(not process_exists(pid) for pid in pids_in(result.stdout))
+
+
+async def test_timeout_is_clamped_to_the_maximum_and_echoed(sandbox: Sandbox) -> None:
+    result = await run(sandbox, "python", "print(1)", timeout_seconds=999)
+
+    assert result.timeout_seconds == BASE.max_timeout
+
+
+async def test_cancelling_the_call_kills_the_run(sandbox: Sandbox) -> None:
+    marker = sandbox.settings.run_root
+    task = asyncio.ensure_future(run(sandbox, "bash", "echo PID $$; sleep 1000"))
+    await asyncio.sleep(0.5)
+    pids = [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _cmdline(int(entry.name)) == b"sleep\x001000\x00"
+    ]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    await asyncio.sleep(0.3)
+    assert pids, "the run's sleep was not found while it ran"
+    assert not any(process_exists(pid) for pid in pids)
+    assert not any(marker.iterdir())
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+# --- resource limits ---------------------------------------------------------------------------
+
+
+async def test_fork_bomb_is_contained_and_the_sandbox_keeps_serving(sandbox: Sandbox) -> None:
+    code = "import os\nwhile True:\n    os.fork()\n"
+    result = await run(sandbox, "python", code, timeout_seconds=5)
+
+    assert result.limit == "processes"
+    assert (await run(sandbox, "bash", "echo alive")).stdout == "alive\n"
+
+
+async def test_shell_fork_bomb_is_contained(sandbox: Sandbox) -> None:
+    result = await run(sandbox, "bash", ":(){ :|:& };:\nwait\nsleep 2", timeout_seconds=3)
+
+    assert result.exit_code is None or result.limit is not None or result.exit_code == 0
+    assert (await run(sandbox, "bash", "echo alive")).stdout == "alive\n"
+
+
+@pytest.mark.parametrize(
+    ("language", "code"),
+    [
+        ("python", "blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024 * 1024))"),
+        ("python", "x = bytearray(8 * 1024 ** 3)"),
+        ("javascript", "const a = [];\nwhile (true) a.push(new Array(1e6).fill(1.5));"),
+        (
+            "javascript",
+            "const chunks = [];\nwhile (true) chunks.push(Buffer.alloc(64 * 1024 * 1024, 1));",
+        ),
+    ],
+)
+async def test_memory_bomb_is_reported_as_memory(
+    sandbox: Sandbox, language: str, code: str
+) -> None:
+    result = await run(sandbox, language, code, timeout_seconds=10)
+
+    assert result.limit == "memory", result
+    assert result.exit_code != 0
+
+
+async def test_resident_memory_of_many_processes_is_capped(run_root: Path) -> None:
+    box = await start_sandbox(run_root, memory_mb=256)
+    try:
+        hog = "python3 -c \"import time; b = b'x' * (100 * 1024 * 1024); time.sleep(30)\" &"
+        result = await run(box, "bash", f"{hog}\n{hog}\n{hog}\n{hog}\nwait", timeout_seconds=10)
+    finally:
+        await box.close()
+
+    assert result.limit == "memory"
+    assert result.signal == "SIGKILL"
+    assert result.peak_memory_bytes > 256 * 1024 * 1024
+
+
+async def test_cpu_limit_stops_a_busy_loop(run_root: Path) -> None:
+    box = await start_sandbox(run_root, cpu_seconds=1)
+    try:
+        result = await run(box, "python", "while True:\n    pass", timeout_seconds=10)
+    finally:
+        await box.close()
+
+    assert result.limit == "cpu"
+    assert result.signal in ("SIGXCPU", "SIGKILL")
+    assert result.cpu_ms >= 900
+
+
+async def test_file_size_limit_stops_a_large_write(run_root: Path) -> None:
+    box = await start_sandbox(run_root, max_file_bytes=1024 * 1024)
+    try:
+        code = "with open('big', 'wb') as f:\n    f.write(b'x' * (2 * 1024 * 1024))"
+        result = await run(box, "python", code)
+    finally:
+        await box.close()
+
+    assert result.limit == "file_size"
+
+
+async def test_open_file_limit_is_reported(run_root: Path) -> None:
+    box = await start_sandbox(run_root, max_open_files=64)
+    try:
+        code = "files = [open('f%d' % i, 'w') for i in range(200)]"
+        result = await run(box, "python", code)
+    finally:
+        await box.close()
+
+    assert result.limit == "open_files"
+    assert "Too many open files" in result.stderr
+
+
+async def test_disk_limit_stops_a_run_filling_its_workdir(run_root: Path) -> None:
+    box = await start_sandbox(run_root, max_disk_bytes=4 * 1024 * 1024)
+    try:
+        code = (
+            "import time\n"
+            "for i in range(8):\n"
+            "    open('part%d' % i, 'wb').write(b'x' * (1024 * 1024))\n"
+            "time.sleep(5)\n"
+        )
+        result = await run(box, "python", code)
+    finally:
+        await box.close()
+
+    assert result.limit == "disk"
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+async def test_endless_output_flood_is_killed_and_counted(run_root: Path) -> None:
+    box = await start_sandbox(run_root, max_output_bytes=2 * 1024 * 1024, output_bytes=4096)
+    try:
+        result = await run(box, "python", "while True:\n    print('x' * 1000)", timeout_seconds=10)
+    finally:
+        await box.close()
+
+    assert result.limit == "output"
+    assert result.stdout_truncated
+    assert result.stdout_bytes > 2 * 1024 * 1024
+    assert len(result.stdout) < 4096 + 200
+    assert "bytes omitted" in result.stdout
+
+
+async def test_five_megabyte_single_line_is_shortened_to_head_and_tail(sandbox: Sandbox) -> None:
+    result = await run(sandbox, "python", "print('a' * 2_500_000 + 'b' * 2_500_000)")
+
+    assert result.exit_code == 0
+    assert result.stdout_bytes == 5_000_001
+    assert result.stdout_truncated
+    assert result.stdout.startswith("aaaa")
+    assert result.stdout.rstrip().endswith("bbbb")
+    assert len(result.stdout) <= sandbox.settings.output_bytes + 100
+
+
+async def test_invalid_utf8_is_replaced_not_fatal(sandbox: Sandbox) -> None:
+    code = "import sys\nsys.stdout.buffer.write(b'ok \\xff\\xfe \\xc3 end')"
+    result = await run(sandbox, "python", code)
+
+    assert result.exit_code == 0
+    assert result.stdout == "ok \ufffd\ufffd \ufffd end"
+
+
+async def test_output_printed_before_a_crash_is_kept(sandbox: Sandbox) -> None:
+    code = "console.log('before');\nprocess.stderr.write('err before\\n');\nprocess.abort();"
+    result = await run(sandbox, "javascript", code)
+
+    assert result.stdout == "before\n"
+    assert "err before" in result.stderr
+    assert result.signal == "SIGABRT"
+    assert result.exit_code is None
+
+
+# --- reaching beyond the run -------------------------------------------------------------------
+
+
+async def test_snippet_cannot_signal_its_supervisor_the_server_or_everyone(
+    sandbox: Sandbox,
+) -> None:
+    code = (
+        "import os, signal\n"
+        f"for pid in (os.getppid(), {os.getpid()}, -1):\n"
+        "    try:\n"
+        "        os.kill(pid, signal.SIGKILL)\n"
+        "        print(pid, 'killed')\n"
+        "    except PermissionError:\n"
+        "        print(pid, 'refused')\n"
+    )
+    result = await run(sandbox, "python", code)
+
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3
+    assert all(line.endswith(" refused") for line in lines), lines
+    assert result.exit_code == 0
+
+
+async def test_snippet_cannot_trace_or_read_the_server(sandbox: Sandbox) -> None:
+    code = (
+        "import ctypes, os\n"
+        f"pid = {os.getpid()}\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "print('ptrace', libc.ptrace(16, pid, 0, 0), ctypes.get_errno())\n"
+        "for name in ('environ', 'mem', 'cmdline'):\n"
+        "    try:\n"
+        "        open(f'/proc/{pid}/{name}', 'rb').read(64)\n"
+        "        print(name, 'read')\n"
+        "    except OSError as exc:\n"
+        "        print(name, 'refused', exc.errno)\n"
+    )
+    result = await run(sandbox, "python", code)
+
+    lines = result.stdout.splitlines()
+    assert lines[0] == "ptrace -1 1"
+    assert "environ refused 13" in lines
+    assert "mem refused 13" in lines
+
+
+async def test_snippet_cannot_read_the_servers_environment(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANDBOX_TEST_SECRET", "hunter2")
+    result = await run(sandbox, "bash", "env; cat /proc/$PPID/environ 2>&1; echo")
+
+    assert "hunter2" not in result.stdout
+    assert "SANDBOX_" not in result.stdout
+    names = {line.split("=", 1)[0] for line in result.stdout.splitlines() if "=" in line}
+    assert {"PATH", "HOME", "TMPDIR", "LANG"} <= names
+
+
+async def test_snippet_cannot_write_outside_its_workdir(sandbox: Sandbox) -> None:
+    code = (
+        "for path in ('/tmp/escape', '../escape', '/dev/shm/escape'):\n"
+        "    try:\n"
+        "        open(path, 'w').write('x')\n"
+        "        print(path, 'written')\n"
+        "    except OSError as exc:\n"
+        "        print(path, 'refused', exc.errno)\n"
+        "open('/dev/null', 'w').write('fine')\n"
+    )
+    result = await run(sandbox, "python", code)
+
+    assert result.exit_code == 0, result.stderr
+    assert "written" not in result.stdout
+    assert not Path("/tmp/escape").exists()
+
+
+async def test_network_is_closed_to_snippets(sandbox: Sandbox) -> None:
+    # Only socket creation is tried: nothing is sent anywhere.
+    code = (
+        "import socket\n"
+        "for family in (socket.AF_INET, socket.AF_INET6, socket.AF_PACKET, socket.AF_NETLINK):\n"
+        "    try:\n"
+        "        kind = socket.SOCK_RAW if family == socket.AF_PACKET else socket.SOCK_DGRAM\n"
+        "        socket.socket(family, kind)\n"
+        "        print(family.name, 'opened')\n"
+        "    except OSError as exc:\n"
+        "        print(family.name, 'refused')\n"
+        "a, b = socket.socketpair()\n"
+        "a.send(b'unix ok'); print(b.recv(10).decode())\n"
+    )
+    result = await run(sandbox, "python", code)
+
+    assert result.stdout.splitlines() == [
+        "AF_INET refused",
+        "AF_INET6 refused",
+        "AF_PACKET refused",
+        "AF_NETLINK refused",
+        "unix ok",
+    ]
+
+
+async def test_concurrent_runs_get_their_own_output(sandbox: Sandbox) -> None:
+    tokens = [f"token-{index}-{os.urandom(4).hex()}" for index in range(12)]
+    results = await asyncio.gather(
+        *(
+            run(sandbox, "python", f"import time; time.sleep(0.05); print({token!r})")
+            for token in tokens
+        )
+    )
+
+    assert [result.stdout.strip() for result in results] == tokens
+    assert len({result.run_id for result in results}) == len(tokens)
+
+
+async def test_a_run_cannot_signal_a_concurrent_run(sandbox: Sandbox) -> None:
+    victim = asyncio.ensure_future(
+        run(sandbox, "bash", "echo PID $$; sleep 3; echo survived", timeout_seconds=8)
+    )
+    await asyncio.sleep(0.5)
+    victim_pid = next(
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit()
+        and _cmdline(int(entry.name)).startswith(b"/usr/bin/bash\x00main.sh")
+    )
+    attack = await run(
+        sandbox,
+        "python",
+        f"import os\ntry:\n    os.kill({victim_pid}, 9)\n    print('killed')\n"
+        "except PermissionError:\n    print('refused')",
+    )
+    outcome = await victim
+
+    assert attack.stdout == "refused\n"
+    assert outcome.stdout.endswith("survived\n")
+    assert outcome.exit_code == 0
