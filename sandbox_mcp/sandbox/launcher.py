@@ -17,6 +17,7 @@ Run it as `python -I -m sandbox_mcp.sandbox.launcher FD` with FD the inherited s
 from __future__ import annotations
 
 import array
+import contextlib
 import os
 import selectors
 import signal
@@ -25,6 +26,7 @@ import sys
 import time
 
 from sandbox_mcp.sandbox import _libc
+from sandbox_mcp.sandbox.processes import children
 from sandbox_mcp.sandbox.spec import RunSpec
 from sandbox_mcp.sandbox.supervisor import RunFds, supervise
 
@@ -42,13 +44,22 @@ class Launcher:
 
     def serve(self) -> None:
         """Serve until the server closes the channel or asks us to stop."""
+        # SIGCHLD wakes the loop through a pipe, so that a finished supervisor is reaped at
+        # once instead of lingering as a zombie until the next run.
+        wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wakeup_write)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+
         with selectors.DefaultSelector() as selector:
-            selector.register(self.channel, selectors.EVENT_READ)
+            selector.register(self.channel, selectors.EVENT_READ, "channel")
+            selector.register(wakeup_read, selectors.EVENT_READ, "child")
             while not self.stopping:
-                ready = selector.select(timeout=1.0)
+                for key, _ in selector.select(timeout=1.0):
+                    if key.data == "child":
+                        _drain(wakeup_read)
+                    else:
+                        self.receive()
                 self.reap()
-                if ready:
-                    self.receive()
         self.stop_all()
 
     def receive(self) -> None:
@@ -79,6 +90,7 @@ class Launcher:
             status = 0
             try:
                 self.channel.close()
+                signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGTERM)
                 control = socket.socket(fileno=control_fd)
@@ -123,9 +135,13 @@ class Launcher:
             time.sleep(0.01)
 
 
-def _children_of_self() -> list[int]:
-    from sandbox_mcp.sandbox.processes import children
+def _drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 4096):
+            pass
 
+
+def _children_of_self() -> list[int]:
     return children(os.getpid())
 
 

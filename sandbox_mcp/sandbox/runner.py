@@ -195,7 +195,11 @@ class Sandbox:
                     self.settings.memory_mb,
                     uid if uid is not None else os.getuid(),
                 )
-                outcome, stdout, stderr, released = await self._execute(spec, code, stdin)
+                try:
+                    outcome, stdout, stderr, released = await self._execute(spec, code, stdin)
+                except asyncio.CancelledError:
+                    logger.info("run %s %s cancelled by the caller", run_id, language.id)
+                    raise
             finally:
                 if self._pool and uid is not None and released:
                     self._pool.release(uid)

@@ -502,3 +502,40 @@ async def test_a_run_cannot_signal_a_concurrent_run(sandbox: Sandbox) -> None:
     assert attack.stdout == "refused\n"
     assert outcome.stdout.endswith("survived\n")
     assert outcome.exit_code == 0
+
+
+@pytest.mark.skipif(
+    IS_ROOT,
+    reason="shared mode is what a non-root server gets; scripts/test runs this pass as uid 65534",
+)
+async def test_shared_mode_runs_as_the_servers_own_uid(sandbox: Sandbox) -> None:
+    result = await run(sandbox, "python", "import os; print(os.getuid())")
+
+    assert sandbox.identity.mode == "shared"
+    assert result.stdout == f"{os.getuid()}\n"
+
+
+async def test_without_landlock_the_seccomp_filter_still_protects_the_server(
+    run_root: Path,
+) -> None:
+    # What an older kernel gets: no Landlock domain, only the filter's protected pids.
+    box = Sandbox(replace(BASE, run_root=run_root))
+    box.landlock_abi = 0
+    await box.start()
+    try:
+        code = (
+            "import os, signal\n"
+            f"for pid in (os.getppid(), {os.getpid()}, -{os.getpid()}, -1):\n"
+            "    try:\n"
+            "        os.kill(pid, signal.SIGKILL)\n"
+            "        print('killed')\n"
+            "    except PermissionError:\n"
+            "        print('refused')\n"
+        )
+        result = await run(box, "python", code)
+        after = await run(box, "bash", "echo alive")
+    finally:
+        await box.close()
+
+    assert result.stdout.splitlines() == ["refused"] * 4
+    assert after.stdout == "alive\n"

@@ -6,10 +6,12 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client
 
@@ -199,6 +201,21 @@ async def test_hostile_snippets_leave_the_server_healthy_and_nothing_behind(
     }
     assert list(run_root.iterdir()) == []
     assert _processes_named("sleep 1000") == []
+    launchers = _processes_named("sandbox_mcp.sandbox.launcher")
+    assert launchers
+    assert all(_zombie_children(pid) == [] for pid in launchers)
+
+
+async def test_cancelled_call_kills_the_run_and_the_server_keeps_serving(client: Client) -> None:
+    with anyio.move_on_after(1.5):
+        await call(client, {"language": "bash", "code": "sleep 777"})
+    running = _processes_named("sleep 777")
+
+    await anyio.sleep(1.0)
+    assert running, "the run's sleep was not seen while it ran"
+    assert _processes_named("sleep 777") == []
+    healthy = await call(client, {"language": "bash", "code": "echo ok"})
+    assert healthy.structured_content["stdout"] == "ok\n"
 
 
 async def test_list_languages_reports_versions(client: Client) -> None:
@@ -300,6 +317,31 @@ def _processes_named(fragment: str) -> list[int]:
         if fragment in cmdline:
             found.append(int(entry.name))
     return found
+
+
+def _zombie_children(parent: int) -> list[int]:
+    zombies = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == b"Z" and int(fields[1]) == parent:
+            zombies.append(int(entry.name))
+    return zombies
+
+
+def test_python_dash_m_runs_the_same_cli() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "sandbox_mcp", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert completed.stdout.startswith("sandbox-mcp ")
 
 
 def test_result_schema_is_json_serialisable() -> None:
