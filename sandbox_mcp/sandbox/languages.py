@@ -1,8 +1,16 @@
-"""The language registry: for each language, read as data, how its snippets are run.
+"""The language registry: for each language, read as data, how its snippets are built and run.
 
 Adding a language is a new `Language` entry (and its tests); the runner does not change.
-Commands are argv templates: `{file}` is the main file's name inside the workdir and
-`{heap_mb}` the heap a runtime may grow to under the run's memory limit.
+Commands and environment values are templates:
+
+- `{file}`      the main file's name inside the workdir
+- `{stem}`      the file name without its extension (Java's class, Kotlin's `MainKt`, ...)
+- `{build}`     the run's build directory, `.build` inside the workdir
+- `{tmp}`       the run's temporary directory (also `$TMPDIR`)
+- `{heap_mb}`   the heap a runtime may grow to under the run's memory limit
+
+A language with a `build` command is compiled first, in the same sandbox and under the same
+deadline; its program runs only if the build succeeded.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +33,36 @@ _FILENAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
 
 
 @dataclass(frozen=True)
+class MainFile:
+    """The main file a snippet is written to, and anything the caller should be told.
+
+    `entry` is what the runtime starts when that is not the file itself (a JVM class);
+    `script` says the language's script form applies (Kotlin's .kts).
+    """
+
+    name: str
+    notes: tuple[str, ...] = ()
+    entry: str | None = None
+    script: bool = False
+
+    @property
+    def stem(self) -> str:
+        return self.name.rsplit(".", 1)[0]
+
+
+# How a language names its main file: (language, code, requested name or None) -> MainFile.
+Namer = Callable[["Language", str, "str | None"], MainFile]
+
+
+def _plain_name(language: Language, code: str, requested: str | None) -> MainFile:
+    if requested is None:
+        return MainFile(language.default_filename)
+    return MainFile(check_filename(requested))
+
+
+@dataclass(frozen=True)
 class Language:
-    """How to run one language. Every field is plain data."""
+    """How to build, run, check and version one language. Every field is plain data."""
 
     id: str
     name: str
@@ -35,24 +71,60 @@ class Language:
     run: tuple[str, ...]
     version: tuple[str, ...]
     version_pattern: str
+    validate: tuple[str, ...]
     aliases: tuple[str, ...] = ()
+    build: tuple[str, ...] | None = None
+    # How a script-form snippet runs, in one step without a build (see MainFile.script).
+    script_run: tuple[str, ...] | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    # Checker messages that are not problems in this sandbox (a regex on the message).
+    validate_ignore: tuple[str, ...] = ()
     # Lines on stderr that mean the runtime itself ran out of memory under the limit.
     oom_patterns: tuple[str, ...] = ()
     # Share of the memory limit the runtime's own heap may take; the rest is for its
     # code, stacks and native allocations.
-    heap_share: float = 0.75
+    heap_share: float = 0.6
+    default_stem: str = "main"
+    namer: Namer = _plain_name
+    # Why a runtime is old, or anything else a user of this language should know.
+    remark: str | None = None
 
     @property
     def default_filename(self) -> str:
-        return "main" + self.extension
+        return self.default_stem + self.extension
 
-    def command(self, filename: str, args: tuple[str, ...], memory_mb: int) -> list[str]:
-        """The argv that runs `filename` with `args` under a memory limit of `memory_mb`."""
-        heap_mb = max(16, int(memory_mb * self.heap_share))
-        argv = [part.format(file=filename, heap_mb=heap_mb) for part in self.run]
-        argv[0] = self.resolved_executable() or argv[0]
-        return [*argv, *args]
+    def main_file(self, code: str, requested: str | None) -> MainFile:
+        """The file the snippet is written to, given the caller's `filename` (or None)."""
+        return self.namer(self, code, requested)
+
+    def values(self, main: MainFile, workdir: str, memory_mb: int) -> dict[str, str]:
+        """The template values for one run."""
+        return {
+            "file": main.name,
+            "stem": main.stem,
+            "entry": main.entry or main.stem,
+            "build": ".build",
+            "tmp": f"{workdir}/.tmp",
+            "heap_mb": str(max(32, int(memory_mb * self.heap_share))),
+        }
+
+    def commands(self, main: MainFile) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+        """The (build, run) templates for this main file; build is None when there is none."""
+        if main.script and self.script_run is not None:
+            return None, self.script_run
+        return self.build, self.run
+
+    def command(self, template: tuple[str, ...], values: Mapping[str, str]) -> list[str]:
+        """An argv from a template; a bare program name is resolved on the snippets' PATH."""
+        argv = [part.format(**values) for part in template]
+        if "/" not in argv[0]:
+            found = shutil.which(argv[0], path=SNIPPET_PATH)
+            if found:
+                argv[0] = os.path.realpath(found)
+        return argv
+
+    def environment(self, values: Mapping[str, str]) -> dict[str, str]:
+        return {key: value.format(**values) for key, value in self.env.items()}
 
     def resolved_executable(self) -> str | None:
         """The runtime's absolute path on the snippets' PATH, or None when it is missing."""
@@ -62,6 +134,134 @@ class Language:
     def is_out_of_memory(self, stderr_text: str) -> bool:
         return any(re.search(pattern, stderr_text) for pattern in self.oom_patterns)
 
+
+# --- how some languages name their main file -------------------------------------------------
+
+_JAVA_PUBLIC_CLASS = re.compile(
+    r"^\s*public\s+(?:(?:final|abstract|strictfp)\s+)*(?:class|interface|enum|record)\s+(\w+)",
+    re.MULTILINE,
+)
+_JAVA_TYPE = re.compile(r"\b(?:class|interface|enum|record)\s+(\w+)")
+_JAVA_MAIN = re.compile(r"\bstatic\s+(?:final\s+)?(?:public\s+)?void\s+main\s*\(")
+
+
+def _java_name(language: Language, code: str, requested: str | None) -> MainFile:
+    # javac insists that a public class lives in a file of its name; the class wins over
+    # the caller's filename. Without one, the class holding main() names the file, so that
+    # `java` can be told which class to start.
+    public = _JAVA_PUBLIC_CLASS.search(code)
+    main = _JAVA_MAIN.search(code)
+    if main is not None:
+        declared = [m for m in _JAVA_TYPE.finditer(code) if m.start() < main.start()]
+        main_class = declared[-1].group(1) if declared else None
+    else:
+        main_class = None
+
+    chosen = main_class or (public.group(1) if public else None) or language.default_stem
+    if public is not None and public.group(1) != chosen:
+        chosen = public.group(1)
+    name = chosen + ".java"
+    if requested is not None and check_filename(requested) != name:
+        return MainFile(
+            name, (f"filename {requested!r} ignored: Java needs {name} for class {chosen}",)
+        )
+    return MainFile(name)
+
+
+_ES_MODULE = re.compile(r"^\s*(?:import\s*[\w{*'\"]|export\s|await\s)", re.MULTILINE)
+
+
+def _javascript_name(language: Language, code: str, requested: str | None) -> MainFile:
+    # Node treats .js as CommonJS; code using import/export or top-level await must be a
+    # module, which the .mjs extension says without a package.json.
+    if requested is not None:
+        return MainFile(check_filename(requested))
+    if _ES_MODULE.search(code):
+        return MainFile("main.mjs")
+    return MainFile(language.default_filename)
+
+
+_KOTLIN_MAIN = re.compile(r"^\s*fun\s+main\s*\(", re.MULTILINE)
+
+
+def _kotlin_name(language: Language, code: str, requested: str | None) -> MainFile:
+    # A file with a top-level main() is a program (main.kt, class MainKt); anything else is
+    # run as a script (main.kts).
+    extension = ".kt" if _KOTLIN_MAIN.search(code) else ".kts"
+    if requested is not None:
+        requested = check_filename(requested)
+        stem = requested.rsplit(".", 1)[0]
+        return MainFile(stem + extension)
+    return MainFile("main" + extension)
+
+
+def _capitalised(language: Language, code: str, requested: str | None) -> MainFile:
+    # Kotlin names the class of main.kt MainKt; the stem must start a valid identifier.
+    return _plain_name(language, code, requested)
+
+
+# --- the registry ----------------------------------------------------------------------------
+
+# Flags every JVM gets: one GC thread pool, quick start, no perf data in /tmp, and a heap
+# that fits the run's memory limit (the default would size it from the machine's RAM).
+_JVM = (
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:-UsePerfData",
+    "-Xshare:auto",
+    "-Xss4m",
+    "-XX:ReservedCodeCacheSize=64m",
+    "-XX:MaxMetaspaceSize=192m",
+    "-Xmx{heap_mb}m",
+    "-Djava.io.tmpdir={tmp}",
+)
+_JVM_OPTS = " ".join(_JVM)
+_JVM_OOM = (
+    r"java\.lang\.OutOfMemoryError",
+    r"Could not reserve enough space",
+    r"insufficient memory",
+)
+
+# Runs a TypeScript file without a separate compile step the user must know about:
+# TypeScript's own transpiler turns it into JavaScript in memory, which Node then runs as
+# the module it is. Type errors do not stop a run (validate_code reports them), as with
+# tsx, Deno and Bun; syntax errors do, with TypeScript's message and position.
+_TS_RUNNER = r"""
+const ts = require('/usr/share/nodejs/typescript');
+const fs = require('fs'), path = require('path'), Module = require('module'), url = require('url');
+const file = path.resolve(process.argv[1]);
+const source = fs.readFileSync(file, 'utf8');
+const esm = /^\s*(import\s*[\w{*'"]|export\s|await\s)/m.test(source);
+const out = ts.transpileModule(source, {
+  fileName: file, reportDiagnostics: true,
+  compilerOptions: {
+    module: esm ? ts.ModuleKind.ES2022 : ts.ModuleKind.CommonJS,
+    target: ts.ScriptTarget.ES2022, esModuleInterop: true, inlineSourceMap: true,
+  },
+});
+const errors = out.diagnostics.filter(d => d.category === ts.DiagnosticCategory.Error);
+if (errors.length) {
+  for (const d of errors) {
+    const at = d.file ? d.file.getLineAndCharacterOfPosition(d.start) : {line: 0, character: 0};
+    const text = ts.flattenDiagnosticMessageText(d.messageText, '\n');
+    process.stderr.write(`${path.basename(file)}(${at.line + 1},${at.character + 1}): error TS${d.code}: ${text}\n`);
+  }
+  process.exit(1);
+}
+process.argv = [process.argv[0], file, ...process.argv.slice(2)];
+if (esm) {
+  const target = path.join(path.dirname(file), '.build', path.basename(file).replace(/\.[^.]*$/, '') + '.mjs');
+  fs.mkdirSync(path.dirname(target), {recursive: true});
+  fs.writeFileSync(target, out.outputText);
+  import(url.pathToFileURL(target).href).catch(e => { console.error(e); process.exit(1); });
+} else {
+  const m = new Module(file, null);
+  m.filename = file;
+  m.paths = Module._nodeModulePaths(path.dirname(file));
+  require.main = m;
+  m._compile(out.outputText, file);
+}
+"""
 
 LANGUAGES: tuple[Language, ...] = (
     Language(
@@ -73,9 +273,16 @@ LANGUAGES: tuple[Language, ...] = (
         run=("python3", "-u", "-B", "{file}"),
         version=("python3", "--version"),
         version_pattern=r"Python (\S+)",
+        validate=(
+            "python3",
+            "-c",
+            "import sys; compile(open(sys.argv[1], 'rb').read(), sys.argv[1], 'exec')",
+            "{file}",
+        ),
         aliases=("py", "python3"),
         env={"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"},
         oom_patterns=(r"\bMemoryError\b",),
+        heap_share=1.0,
     ),
     Language(
         id="javascript",
@@ -84,10 +291,11 @@ LANGUAGES: tuple[Language, ...] = (
         executable="node",
         # V8 sizes its heap from the machine, not from rlimits: without this it grows past
         # the limit and dies in malloc instead of raising a clean heap-limit error.
-        run=("node", "--max-old-space-size={heap_mb}", "{file}"),
+        run=("node", "--max-old-space-size={heap_mb}", "--stack-size=4000", "{file}"),
         version=("node", "--version"),
         version_pattern=r"v(\S+)",
-        aliases=("js", "node", "nodejs"),
+        validate=("node", "--check", "{file}"),
+        aliases=("js", "node", "nodejs", "mjs"),
         env={"NODE_DISABLE_COLORS": "1", "NO_COLOR": "1"},
         oom_patterns=(
             r"JavaScript heap out of memory",
@@ -95,7 +303,59 @@ LANGUAGES: tuple[Language, ...] = (
             r"FATAL ERROR: .*[Aa]llocation failed",
             r"RangeError: Array buffer allocation failed",
         ),
-        heap_share=0.6,
+        namer=_javascript_name,
+    ),
+    Language(
+        id="typescript",
+        name="TypeScript (Node.js)",
+        extension=".ts",
+        executable="tsc",
+        run=(
+            "node",
+            "--max-old-space-size={heap_mb}",
+            "--enable-source-maps",
+            "-e",
+            _TS_RUNNER,
+            "{file}",
+        ),
+        version=("tsc", "--version"),
+        version_pattern=r"Version (\S+)",
+        validate=(
+            "tsc",
+            "--noEmit",
+            "--pretty",
+            "false",
+            "--strict",
+            "--target",
+            "es2022",
+            "--module",
+            "commonjs",
+            "--moduleResolution",
+            "node",
+            "--types",
+            "node",
+            "--typeRoots",
+            "/usr/local/lib/sandbox-mcp/node_modules/@types",
+            "{file}",
+        ),
+        aliases=("ts",),
+        env={"NODE_DISABLE_COLORS": "1", "NO_COLOR": "1"},
+        oom_patterns=(r"JavaScript heap out of memory", r"Reached heap limit"),
+        remark="Debian's TypeScript 4.8; runs transpile without type checks, validate_code checks types",
+    ),
+    Language(
+        id="ruby",
+        name="Ruby",
+        extension=".rb",
+        executable="ruby",
+        run=("ruby", "{file}"),
+        version=("ruby", "--version"),
+        version_pattern=r"ruby (\S+)",
+        validate=("ruby", "-wc", "{file}"),
+        aliases=("rb",),
+        env={"RUBYOPT": "-W0"},
+        oom_patterns=(r"failed to allocate memory", r"NoMemoryError"),
+        heap_share=1.0,
     ),
     Language(
         id="bash",
@@ -105,8 +365,215 @@ LANGUAGES: tuple[Language, ...] = (
         run=("bash", "{file}"),
         version=("bash", "--version"),
         version_pattern=r"version (\S+)",
+        validate=("bash", "-n", "{file}"),
         aliases=("sh", "shell"),
         oom_patterns=(r"Cannot allocate memory", r"xmalloc: .*cannot allocate"),
+        heap_share=1.0,
+    ),
+    Language(
+        id="zsh",
+        name="Zsh",
+        extension=".zsh",
+        executable="zsh",
+        run=("zsh", "{file}"),
+        version=("zsh", "--version"),
+        version_pattern=r"zsh (\S+)",
+        validate=("zsh", "-n", "{file}"),
+        oom_patterns=(r"fatal error: out of memory", r"Cannot allocate memory"),
+        heap_share=1.0,
+    ),
+    Language(
+        id="fish",
+        name="Fish",
+        extension=".fish",
+        executable="fish",
+        run=("fish", "--no-config", "{file}"),
+        version=("fish", "--version"),
+        version_pattern=r"version (\S+)",
+        validate=("fish", "--no-config", "--no-execute", "{file}"),
+        oom_patterns=(r"Cannot allocate memory", r"std::bad_alloc"),
+        heap_share=1.0,
+    ),
+    Language(
+        id="java",
+        name="Java",
+        extension=".java",
+        executable="javac",
+        build=(
+            "javac",
+            *(f"-J{flag}" for flag in _JVM),
+            "-encoding",
+            "UTF-8",
+            "-d",
+            "{build}",
+            "{file}",
+        ),
+        run=("java", *_JVM, "-Dfile.encoding=UTF-8", "-cp", "{build}", "{stem}"),
+        version=("javac", "-version"),
+        version_pattern=r"javac (\S+)",
+        validate=(
+            "javac",
+            *(f"-J{flag}" for flag in _JVM),
+            "-encoding",
+            "UTF-8",
+            "-Xlint:all",
+            "-d",
+            "{tmp}",
+            "{file}",
+        ),
+        default_stem="Main",
+        oom_patterns=_JVM_OOM,
+        namer=_java_name,
+    ),
+    Language(
+        id="kotlin",
+        name="Kotlin",
+        extension=".kt",
+        executable="kotlinc",
+        # Scripts (.kts) are compiled and run in one step; a file with main() is compiled to
+        # classes first (see _kotlin_name).
+        build=("sh", "-c", 'case "$0" in *.kt) exec kotlinc "$0" -d .build ;; esac', "{file}"),
+        run=(
+            "sh",
+            "-c",
+            'case "$0" in *.kts) exec kotlinc -script "$0" "$@" ;; '
+            '*) exec kotlin -cp .build "$1" "$@" ;; esac',
+            "{file}",
+            "{stem}Kt",
+        ),
+        version=("kotlinc", "-version"),
+        version_pattern=r"kotlinc-jvm (\S+)",
+        validate=("kotlinc", "{file}", "-d", "{tmp}/validate"),
+        aliases=("kt", "kts"),
+        env={"JAVA_OPTS": _JVM_OPTS},
+        oom_patterns=_JVM_OOM,
+        namer=_kotlin_name,
+        remark="Debian 12 ships Kotlin 1.3.31 (2019): newer syntax and library calls are missing",
+    ),
+    Language(
+        id="groovy",
+        name="Groovy",
+        extension=".groovy",
+        executable="groovy",
+        run=("groovy", "{file}"),
+        version=("groovy", "--version"),
+        version_pattern=r"Groovy Version: (\S+)",
+        validate=("groovyc", "-d", "{tmp}/validate", "{file}"),
+        env={"JAVA_OPTS": _JVM_OPTS},
+        oom_patterns=_JVM_OOM,
+        remark="Debian 12 ships Groovy 2.4 (2015-era; Groovy 3/4 syntax is missing)",
+    ),
+    Language(
+        id="scala",
+        name="Scala",
+        extension=".scala",
+        executable="scala",
+        # -nobootcp: Scala 2.11 cannot put itself on JDK 17's boot class path. -nc: no
+        # compile daemon, which would outlive the run.
+        run=("scala", "-nobootcp", "-nc", "{file}"),
+        version=("scala", "-nobootcp", "-version"),
+        version_pattern=r"version (\S+)",
+        validate=("scalac", "-nobootcp", "-Ystop-after:typer", "-d", "{tmp}", "{file}"),
+        env={"JAVA_OPTS": _JVM_OPTS},
+        oom_patterns=_JVM_OOM,
+        remark="Debian 12 ships Scala 2.11.12 (2017): Scala 2.13 and 3 syntax are missing",
+    ),
+    Language(
+        id="clojure",
+        name="Clojure",
+        extension=".clj",
+        executable="clojure",
+        run=("java", *_JVM, "-cp", "/usr/share/java/clojure.jar", "clojure.main", "{file}"),
+        version=("clojure", "-e", "(println (clojure-version))"),
+        version_pattern=r"(\d+\.\d+\.\d+)",
+        validate=(
+            "java",
+            *_JVM,
+            "-cp",
+            "/usr/share/java/clojure.jar",
+            "clojure.main",
+            "-e",
+            "(with-open [r (clojure.lang.LineNumberingPushbackReader. (clojure.java.io/reader "
+            "(first *command-line-args*)))] (binding [*read-eval* false] "
+            "(loop [] (when-not (= ::eof (read {:eof ::eof} r)) (recur)))))",
+            "{file}",
+        ),
+        aliases=("clj",),
+        oom_patterns=_JVM_OOM,
+    ),
+    Language(
+        id="c",
+        name="C (GCC)",
+        extension=".c",
+        executable="gcc",
+        build=("gcc", "-O2", "-std=gnu17", "-Wall", "-o", "{build}/{stem}", "{file}", "-lm"),
+        run=("{build}/{stem}",),
+        version=("gcc", "--version"),
+        version_pattern=r"gcc \S+ \S+ (\S+)",
+        validate=("gcc", "-fsyntax-only", "-std=gnu17", "-Wall", "{file}"),
+        oom_patterns=(r"Cannot allocate memory",),
+        heap_share=1.0,
+    ),
+    Language(
+        id="cpp",
+        name="C++ (GCC)",
+        extension=".cpp",
+        executable="g++",
+        build=("g++", "-O2", "-std=gnu++17", "-Wall", "-o", "{build}/{stem}", "{file}"),
+        run=("{build}/{stem}",),
+        version=("g++", "--version"),
+        version_pattern=r"g\+\+ \S+ \S+ (\S+)",
+        validate=("g++", "-fsyntax-only", "-std=gnu++17", "-Wall", "{file}"),
+        aliases=("c++", "cxx", "cc"),
+        oom_patterns=(r"std::bad_alloc", r"Cannot allocate memory"),
+        heap_share=1.0,
+    ),
+    Language(
+        id="go",
+        name="Go",
+        extension=".go",
+        executable="go",
+        build=("go", "build", "-o", "{build}/{stem}", "{file}"),
+        run=("{build}/{stem}",),
+        version=("go", "version"),
+        version_pattern=r"go(\d\S*)",
+        validate=("go", "build", "-o", "{tmp}/validate.out", "{file}"),
+        aliases=("golang",),
+        env={
+            "GOCACHE": "{tmp}/go-cache",
+            "GOPATH": "{tmp}/go",
+            "GO111MODULE": "off",
+            "GOFLAGS": "-buildvcs=false",
+            "CGO_ENABLED": "0",
+            "GOMEMLIMIT": "{heap_mb}MiB",
+        },
+        oom_patterns=(r"runtime: out of memory", r"fatal error: runtime: cannot allocate memory"),
+        remark="Debian 12 ships Go 1.19 (2022): no range-over-int, no min/max builtins",
+    ),
+    Language(
+        id="rust",
+        name="Rust",
+        extension=".rs",
+        executable="rustc",
+        build=("rustc", "--edition", "2021", "-C", "opt-level=1", "-o", "{build}/{stem}", "{file}"),
+        run=("{build}/{stem}",),
+        version=("rustc", "--version"),
+        version_pattern=r"rustc (\S+)",
+        validate=(
+            "rustc",
+            "--edition",
+            "2021",
+            "--error-format=short",
+            "--emit=metadata",
+            "--crate-type=bin",
+            "-o",
+            "{tmp}/validate.rmeta",
+            "{file}",
+        ),
+        aliases=("rs",),
+        oom_patterns=(r"memory allocation of \d+ bytes failed",),
+        heap_share=1.0,
+        remark="Debian 12 ships Rust 1.63 (2022); only the standard library, no crates",
     ),
 )
 
@@ -146,21 +613,22 @@ class RuntimeInfo:
     reason: str | None
 
 
-def probe_runtime(language: Language, timeout: float = 10.0) -> RuntimeInfo:
+def probe_runtime(language: Language, timeout: float = 30.0) -> RuntimeInfo:
     """Find the runtime and read its real version. A missing runtime is a result, not an error."""
     path = language.resolved_executable()
     if path is None:
         return RuntimeInfo(language, False, None, None, f"{language.executable} not found on PATH")
-    if not os.access(path, os.X_OK) or not _world_executable(Path(path)):
+    if not _world_executable(Path(path)):
         return RuntimeInfo(language, False, None, path, f"{path} is not executable by others")
 
     try:
         completed = subprocess.run(
-            [path, *language.version[1:]],
+            language.command(language.version, {}),
             capture_output=True,
             text=True,
             timeout=timeout,
-            env={"PATH": SNIPPET_PATH, "LANG": "C.UTF-8"},
+            env={"PATH": SNIPPET_PATH, "LANG": "C.UTF-8", "HOME": "/tmp"},
+            cwd="/",
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -178,4 +646,4 @@ def _world_executable(path: Path) -> bool:
         mode = path.stat().st_mode
     except OSError:
         return False
-    return bool(mode & 0o001)
+    return bool(mode & 0o001) and os.access(path, os.X_OK)

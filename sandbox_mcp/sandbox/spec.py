@@ -50,6 +50,10 @@ class RunSpec:
     network: bool
     landlock_abi: int
     protected_pids: list[int] = field(default_factory=list)
+    # Compiles the program first, in the same sandbox and under the same deadline.
+    build_argv: list[str] | None = None
+    # How much of each build output stream to keep (head and tail).
+    output_bytes: int = 16 * 1024
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()
@@ -59,6 +63,23 @@ class RunSpec:
         raw: dict[str, Any] = json.loads(data)
         raw["limits"] = Limits(**raw["limits"])
         return cls(**raw)
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    """How the build step ended. Its output is already shortened to head and tail."""
+
+    exit_code: int | None
+    signal: str | None
+    stdout: str
+    stderr: str
+    stdout_bytes: int
+    stderr_bytes: int
+    duration_ms: float
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0
 
 
 @dataclass(frozen=True)
@@ -78,10 +99,17 @@ class RunOutcome:
     peak_memory_bytes: int
     peak_processes: int
     error: str | None = None
+    build: BuildOutcome | None = None
 
-    def to_json(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self)).encode()
+    @property
+    def ran(self) -> bool:
+        """Whether the program itself started (a failed build means it never did)."""
+        return self.build is None or self.build.succeeded
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: bytes) -> RunOutcome:
-        return cls(**json.loads(data))
+    def from_dict(cls, raw: dict[str, Any]) -> RunOutcome:
+        build = raw.pop("build", None)
+        return cls(**raw, build=BuildOutcome(**build) if build else None)

@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass, field
 
 from sandbox_mcp.sandbox import _libc, landlock, processes, seccomp
-from sandbox_mcp.sandbox.spec import RunOutcome, RunSpec
+from sandbox_mcp.sandbox.output import CapturedText, StreamCapture
+from sandbox_mcp.sandbox.spec import BuildOutcome, RunOutcome, RunSpec
 
 # Where a run may write besides its workdir: device files such as /dev/null and /dev/tty,
 # which may be opened for writing but not created or removed.
@@ -33,8 +34,6 @@ DEVICE_DIRS = ("/dev",)
 # How often the watchdog looks at the run: often at first, when most runs end, then less.
 _SAMPLE_STEPS = ((0.05, 0.005), (1.0, 0.02), (float("inf"), 0.1))
 _DISK_EVERY = 0.5
-# After the snippet's main process exits, how long its output pipes may stay open.
-_KILL_GRACE = 0.0
 
 
 @dataclass
@@ -48,18 +47,39 @@ class RunFds:
 
 
 @dataclass
-class _Watch:
-    """What the supervisor learns while the run goes on."""
+class _Step:
+    """One process the supervisor starts: the build, then the program."""
 
+    pid: int | None = None
     started: float = 0.0
+    ended: float | None = None
     status: int | None = None
     usage: object | None = None
-    ended: float | None = None
+
+    @property
+    def duration_ms(self) -> float:
+        if not self.started:
+            return 0.0
+        return ((self.ended or time.monotonic()) - self.started) * 1000
+
+
+@dataclass
+class _Watch:
+    """What the supervisor learns while the run goes on, over all its steps."""
+
+    deadline: float = float("inf")
     limit: str | None = None
     peak_rss: int = 0
     peak_processes: int = 0
     fork_rss: int = 0
+    build: BuildOutcome | None = None
+    program: _Step | None = None
     errors: list[str] = field(default_factory=list)
+    steps: list[_Step] = field(default_factory=list)
+
+    @property
+    def current(self) -> _Step | None:
+        return self.steps[-1] if self.steps else None
 
 
 class _Terminate(Exception):
@@ -71,7 +91,6 @@ def supervise(spec: RunSpec, fds: RunFds, control: socket.socket) -> None:
     signal.signal(signal.SIGTERM, _raise_terminate)
     watch = _Watch()
     pool_mode = spec.uid is not None
-    main_pid: int | None = None
 
     try:
         # 1. Become the run's identity; from here on nothing is done with more rights.
@@ -81,18 +100,18 @@ def supervise(spec: RunSpec, fds: RunFds, control: socket.socket) -> None:
 
         # 2. Make the workdir and write the snippet's files into it.
         _make_workdir(spec, fds.payload)
-
-        # 3. Start the snippet with its limits.
         watch.fork_rss = _own_peak_rss()
-        watch.started = time.monotonic()
-        main_pid = _start_snippet(spec, fds)
-        control.send(json.dumps({"event": "started", "pid": main_pid}).encode())
-        # A first look right after exec: a run shorter than the first sampling interval
-        # still gets a measured (if early) footprint.
-        _over_limit(spec, watch, watch.started, float("inf"))
+        watch.deadline = time.monotonic() + spec.limits.timeout_seconds
 
-        # 4. Watch it until the main process ends or a limit is hit.
-        _watch(spec, main_pid, control, watch)
+        # 3. Build, when the language compiles; the program runs only if that succeeded.
+        if spec.build_argv:
+            watch.build = _build(spec, control, watch)
+        if watch.limit is None and (watch.build is None or watch.build.succeeded):
+            # 4. Start the program and watch it until it ends or a limit is hit.
+            watch.program = _Step()
+            _run_step(
+                spec, spec.argv, (fds.stdin, fds.stdout, fds.stderr), control, watch, watch.program
+            )
     except _Terminate:
         watch.limit = watch.limit or "cancelled"
     except Exception as exc:  # reported to the server, never lost
@@ -102,15 +121,75 @@ def supervise(spec: RunSpec, fds: RunFds, control: socket.socket) -> None:
         # A second SIGTERM must not cut this short.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _close_quietly(fds.stdin, fds.stdout, fds.stderr, fds.payload)
-        processes.kill_tree(
-            os.getpid(),
-            sweep_uid=pool_mode,
-            on_reap=lambda pid, status, usage: _record_exit(watch, main_pid, pid, status, usage),
-        )
+        _kill_everything(watch, pool_mode)
         _remove_workdir(spec.workdir, watch)
 
         # 6. Report.
         _report(control, _outcome(spec, watch))
+
+
+def _build(spec: RunSpec, control: socket.socket, watch: _Watch) -> BuildOutcome:
+    """Run the build step with its output in memory files, and kill what it left behind."""
+    assert spec.build_argv is not None  # noqa: S101 - the caller checked
+    stdout = os.memfd_create("build-stdout", os.MFD_CLOEXEC)
+    stderr = os.memfd_create("build-stderr", os.MFD_CLOEXEC)
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        step = _run_step(spec, spec.build_argv, (null, stdout, stderr), control, watch)
+        _kill_everything(watch, spec.uid is not None)
+        out = _captured(stdout, spec.output_bytes)
+        err = _captured(stderr, spec.output_bytes)
+    finally:
+        _close_quietly(stdout, stderr, null)
+
+    exit_code, signal_name = _exit_of(step.status)
+    if step.status is None and step.started:
+        signal_name = "SIGKILL"
+    return BuildOutcome(
+        exit_code=exit_code,
+        signal=signal_name,
+        stdout=out.text,
+        stderr=err.text,
+        stdout_bytes=out.total_bytes,
+        stderr_bytes=err.total_bytes,
+        duration_ms=round(step.duration_ms, 3),
+    )
+
+
+def _run_step(
+    spec: RunSpec,
+    argv: list[str],
+    stdio: tuple[int, int, int],
+    control: socket.socket,
+    watch: _Watch,
+    step: _Step | None = None,
+) -> _Step:
+    step = step or _Step()
+    watch.steps.append(step)
+    step.started = time.monotonic()
+    step.pid = _start(spec, argv, stdio)
+    control.send(json.dumps({"event": "started", "pid": step.pid}).encode())
+    # A first look right after exec: a run shorter than the first sampling interval still
+    # gets a measured (if early) footprint.
+    _over_limit(spec, watch, step.started, float("inf"))
+    _watch(spec, step, control, watch)
+    return step
+
+
+def _kill_everything(watch: _Watch, pool_mode: bool) -> None:
+    processes.kill_tree(
+        os.getpid(),
+        sweep_uid=pool_mode,
+        on_reap=lambda pid, status, usage: _record_exit(watch, pid, status, usage),
+    )
+
+
+def _captured(fd: int, keep: int) -> CapturedText:
+    capture = StreamCapture(keep)
+    os.lseek(fd, 0, os.SEEK_SET)
+    while chunk := os.read(fd, 1 << 20):
+        capture.feed(chunk)
+    return capture.result()
 
 
 def _become(spec: RunSpec) -> None:
@@ -141,16 +220,16 @@ def _make_workdir(spec: RunSpec, payload: int) -> None:
         os.close(out)
 
 
-def _start_snippet(spec: RunSpec, fds: RunFds) -> int:
-    """Fork and exec the snippet. Returns its pid once exec has succeeded, or raises."""
+def _start(spec: RunSpec, argv: list[str], stdio: tuple[int, int, int]) -> int:
+    """Fork and exec `argv`. Returns its pid once exec has succeeded, or raises."""
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
     supervisor = os.getpid()
 
     pid = os.fork()
     if pid == 0:  # the snippet-to-be: set everything up, then exec
         try:
-            _prepare_child(spec, fds, supervisor, error_write)
-            os.execve(spec.argv[0], spec.argv, spec.env)
+            _prepare_child(spec, stdio, supervisor, error_write)
+            os.execve(argv[0], argv, spec.env)
         except BaseException as exc:
             try:
                 os.write(error_write, f"{type(exc).__name__}: {exc}".encode()[:4000])
@@ -165,16 +244,17 @@ def _start_snippet(spec: RunSpec, fds: RunFds) -> int:
         os.close(error_read)
     if message:
         os.waitpid(pid, 0)
-        raise OSError(f"could not start {spec.argv[0]}: {message.decode(errors='replace')}")
+        raise OSError(f"could not start {argv[0]}: {message.decode(errors='replace')}")
     return pid
 
 
-def _prepare_child(spec: RunSpec, fds: RunFds, supervisor: int, error_write: int) -> None:
+def _prepare_child(
+    spec: RunSpec, stdio: tuple[int, int, int], supervisor: int, error_write: int
+) -> None:
     # Its own session and process group, stdio from the server's pipes, nothing else open.
     os.setsid()
-    os.dup2(fds.stdin, 0)
-    os.dup2(fds.stdout, 1)
-    os.dup2(fds.stderr, 2)
+    for target, fd in enumerate(stdio):
+        os.dup2(fd, target)
     os.closerange(3, error_write)
     os.closerange(error_write + 1, 1 << 16)
     os.chdir(spec.workdir)
@@ -235,32 +315,33 @@ def _setrlimit(which: int, soft: int, hard: int | None = None) -> None:
     resource.setrlimit(which, (soft, soft if hard is None else hard))
 
 
-def _watch(spec: RunSpec, main_pid: int, control: socket.socket, watch: _Watch) -> None:
-    pidfd = os.pidfd_open(main_pid)
-    deadline = watch.started + spec.limits.timeout_seconds
-    next_disk = watch.started + _DISK_EVERY
+def _watch(spec: RunSpec, step: _Step, control: socket.socket, watch: _Watch) -> None:
+    assert step.pid is not None  # noqa: S101 - a step is watched once started
+    pidfd = os.pidfd_open(step.pid)
+    deadline = watch.deadline
+    next_disk = step.started + _DISK_EVERY
 
     with selectors.DefaultSelector() as selector:
         selector.register(pidfd, selectors.EVENT_READ, "exit")
         selector.register(control, selectors.EVENT_READ, "control")
         try:
-            while watch.status is None:
+            while step.status is None:
                 now = time.monotonic()
                 if now >= deadline:
                     watch.limit = "timeout"
                     return
 
-                for key, _ in selector.select(min(deadline - now, _sample_interval(watch, now))):
+                for key, _ in selector.select(min(deadline - now, _sample_interval(step, now))):
                     if key.data == "exit":
                         for pid, status, usage in processes.reap():
-                            _record_exit(watch, main_pid, pid, status, usage)
+                            _record_exit(watch, pid, status, usage)
                     elif key.data == "control":
                         reason = _read_control(control)
                         if reason:
                             watch.limit = reason
                             return
 
-                if watch.status is None and _over_limit(spec, watch, now, next_disk):
+                if step.status is None and _over_limit(spec, watch, now, next_disk):
                     return
                 if now >= next_disk:
                     next_disk = now + _DISK_EVERY
@@ -268,8 +349,8 @@ def _watch(spec: RunSpec, main_pid: int, control: socket.socket, watch: _Watch) 
             os.close(pidfd)
 
 
-def _sample_interval(watch: _Watch, now: float) -> float:
-    elapsed = now - watch.started
+def _sample_interval(step: _Step, now: float) -> float:
+    elapsed = now - step.started
     for until, interval in _SAMPLE_STEPS:
         if elapsed < until:
             return interval
@@ -327,11 +408,12 @@ def _read_control(control: socket.socket) -> str | None:
     return None
 
 
-def _record_exit(watch: _Watch, main_pid: int | None, pid: int, status: int, usage: object) -> None:
-    if pid == main_pid and watch.status is None:
-        watch.status = status
-        watch.usage = usage
-        watch.ended = time.monotonic()
+def _record_exit(watch: _Watch, pid: int, status: int, usage: object) -> None:
+    step = watch.current
+    if step is not None and pid == step.pid and step.status is None:
+        step.status = status
+        step.usage = usage
+        step.ended = time.monotonic()
 
 
 def _remove_workdir(path: str, watch: _Watch) -> None:
@@ -354,8 +436,6 @@ def _remove_workdir(path: str, watch: _Watch) -> None:
 
 
 def _outcome(spec: RunSpec, watch: _Watch) -> RunOutcome:
-    ended = watch.ended or time.monotonic()
-    duration_ms = (ended - watch.started) * 1000 if watch.started else 0.0
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_ms = (children.ru_utime + children.ru_stime) * 1000
     # ru_maxrss also covers each process's life before exec, when it was a copy of this
@@ -363,30 +443,40 @@ def _outcome(spec: RunSpec, watch: _Watch) -> RunOutcome:
     largest = children.ru_maxrss * 1024
     peak = max(watch.peak_rss, largest if largest > watch.fork_rss else 0)
 
+    program = watch.program
     exit_code = signal_name = None
     limit = watch.limit
-    if watch.status is not None:
-        if os.WIFEXITED(watch.status):
-            exit_code = os.WEXITSTATUS(watch.status)
-        elif os.WIFSIGNALED(watch.status):
-            number = os.WTERMSIG(watch.status)
-            signal_name = _signal_name(number)
-            limit = limit or _limit_from_signal(spec, number, watch.usage)
-    elif watch.started:
-        # The supervisor ended the run before the main process exited: it died by SIGKILL.
-        signal_name = "SIGKILL"
+    if program is not None:
+        exit_code, signal_name = _exit_of(program.status)
+        if program.status is None and program.started:
+            # The supervisor ended the run before the main process exited: SIGKILL.
+            signal_name = "SIGKILL"
+        elif os.WIFSIGNALED(program.status):
+            limit = limit or _limit_from_signal(spec, os.WTERMSIG(program.status), program.usage)
 
     error = "; ".join(watch.errors) or None
     return RunOutcome(
         exit_code=exit_code,
         signal=signal_name,
         limit=limit,
-        duration_ms=round(duration_ms, 3),
+        duration_ms=round(program.duration_ms if program else 0.0, 3),
         cpu_ms=round(cpu_ms, 3),
         peak_memory_bytes=int(peak),
         peak_processes=watch.peak_processes,
         error=error,
+        build=watch.build,
     )
+
+
+def _exit_of(status: int | None) -> tuple[int | None, str | None]:
+    """(exit code, signal name) of a wait status; (None, None) when there is none."""
+    if status is None:
+        return None, None
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status), None
+    if os.WIFSIGNALED(status):
+        return None, _signal_name(os.WTERMSIG(status))
+    return None, None
 
 
 def _limit_from_signal(spec: RunSpec, number: int, usage: object) -> str | None:
@@ -412,7 +502,7 @@ def _signal_name(number: int) -> str:
 def _report(control: socket.socket, outcome: RunOutcome) -> None:
     # If the server is gone there is no one left to tell.
     with contextlib.suppress(OSError):
-        control.send(json.dumps({"event": "exited", "outcome": outcome.__dict__}).encode())
+        control.send(json.dumps({"event": "exited", "outcome": outcome.to_dict()}).encode())
 
 
 def _close_quietly(*fds: int) -> None:
