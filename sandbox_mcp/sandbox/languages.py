@@ -106,7 +106,7 @@ LANGUAGES: tuple[Language, ...] = (
         version=("bash", "--version"),
         version_pattern=r"version (\S+)",
         aliases=("sh", "shell"),
-        oom_patterns=(r"Cannot allocate memory", r"xmalloc: .*cannot allocate"),
+        oom_patterns=(r"Cannot allocate memory", r"x(m|re)alloc: .*cannot allocate"),
     ),
 )
 
@@ -127,7 +127,7 @@ def get_language(name: str) -> Language:
 
 def check_filename(filename: str) -> str:
     """A main-file name that stays inside the workdir: one plain path component."""
-    if not _FILENAME.match(filename) or filename in (".", ".."):
+    if not _FILENAME.fullmatch(filename) or filename in (".", ".."):
         raise InvalidFilename(
             f"invalid filename {filename!r}: use one plain file name of letters, digits, "
             "'.', '_', '+' or '-' (at most 128 characters, no '/' and no leading '.' or '-')"
