@@ -33,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         sandbox = Sandbox(settings)
+        sandbox.prepare()
     except ConfigurationError as exc:
         logger.error("refusing to start: %s", exc)
         return 2

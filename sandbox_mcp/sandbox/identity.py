@@ -14,7 +14,9 @@ A snippet never runs as uid 0: a server started as root without the means to dro
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import pwd
 from dataclasses import dataclass
 
 from sandbox_mcp.errors import ConfigurationError
@@ -67,11 +69,59 @@ def choose(requested: str, uid_base: int, uid_count: int) -> Identity:
 
 
 class UidPool:
-    """Hands out the pool's uids, one per run in flight."""
+    """Hands out the pool's uids, one per run in flight.
+
+    The pool's uids must belong to this server alone: a run's clean-up kills every process
+    of its uid, so a uid shared with an account, a service or a second server would have
+    those killed (and could read their files). `claim` checks that and holds a lock on each
+    uid for as long as the pool lives.
+    """
 
     def __init__(self, base: int, count: int) -> None:
         self._free = list(range(base, base + count))
         self._available = asyncio.Semaphore(count)
+        self._locks: list[int] = []
+
+    def claim(self) -> None:
+        """Lock every uid of the pool, or raise `ConfigurationError` saying which is taken."""
+        uids = list(self._free)
+        for uid in uids:
+            try:
+                account = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                continue
+            raise ConfigurationError(
+                f"uid {uid} of the pool belongs to the account {account!r}; set "
+                "SANDBOX_UID_BASE to a range no account uses"
+            )
+
+        directory = _lock_directory()
+        for uid in uids:
+            fd = os.open(os.path.join(directory, f"{uid}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                self.release_claim()
+                raise ConfigurationError(
+                    f"uid {uid} of the pool is in use by another sandbox-mcp on this machine; "
+                    "give each server its own SANDBOX_UID_BASE range"
+                ) from None
+            self._locks.append(fd)
+
+        busy = _processes_of(set(uids))
+        if busy:
+            self.release_claim()
+            uid, pid = busy[0]
+            raise ConfigurationError(
+                f"process {pid} already runs as uid {uid} of the pool; set SANDBOX_UID_BASE to "
+                "a range nothing else uses"
+            )
+
+    def release_claim(self) -> None:
+        for fd in self._locks:
+            os.close(fd)
+        self._locks.clear()
 
     async def acquire(self) -> int:
         await self._available.acquire()
@@ -81,6 +131,33 @@ class UidPool:
         # Back at the end: a uid rests as long as possible before it is reused.
         self._free.append(uid)
         self._available.release()
+
+
+def _lock_directory() -> str:
+    # /run/lock is the machine's lock directory; a read-only container has only /tmp.
+    for parent in ("/run/lock", "/tmp"):
+        path = os.path.join(parent, "sandbox-mcp-uids")
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path, os.W_OK):
+            return path
+    raise ConfigurationError("no writable lock directory (/run/lock or /tmp) for the uid pool")
+
+
+def _processes_of(uids: set[int]) -> list[tuple[int, int]]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            owner = entry.stat().st_uid
+        except OSError:
+            continue
+        if owner in uids:
+            found.append((owner, int(entry.name)))
+    return found
 
 
 def _effective_capabilities() -> int:

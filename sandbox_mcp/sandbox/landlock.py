@@ -3,8 +3,9 @@
 A process that calls `restrict` before exec enters a new domain, and everything it starts
 stays in it. The kernel then refuses, for every process of the run:
 - writing, creating, renaming or removing files anywhere but the run's workdir (and /dev for
-  /dev/null and friends); reading and executing stay allowed, the container's read-only root
-  already protects the rest;
+  /dev/null and friends);
+- reading anything under the run root but its own workdir, so that runs sharing a uid
+  cannot read each other's files; everything else stays readable and executable;
 - tracing or reading the memory of any process outside the domain (ABI 1), which covers the
   server, the supervisor and other runs, /proc/<pid>/mem included;
 - sending a signal to any process outside the domain, and connecting to abstract Unix sockets
@@ -13,6 +14,10 @@ stays in it. The kernel then refuses, for every process of the run:
 
 Landlock needs no privilege and Docker's default seccomp profile allows it. On a kernel
 without it, `abi_version` returns 0 and runs go without this layer: the posture says so.
+
+Known shortcoming: opening the run's own stdout or stderr again by path (`> /dev/stderr` in a
+shell, `/proc/self/fd/1`) is refused, because the path leads to a pipe that lies outside
+every allowed directory. Writing to the inherited descriptors (`>&2`, `print`) works.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import errno as errno_codes
 import os
+import stat
 from collections.abc import Iterable
 
 from sandbox_mcp.sandbox import _libc
@@ -29,6 +35,8 @@ _RULE_PATH_BENEATH = 1
 
 # Filesystem rights (linux/landlock.h). Execute, read-file and read-dir are left unhandled,
 # so they stay allowed everywhere.
+_READ_FILE = 1 << 2
+_READ_DIR = 1 << 3
 _WRITE_FILE = 1 << 1
 _REMOVE_DIR = 1 << 4
 _REMOVE_FILE = 1 << 5
@@ -47,6 +55,8 @@ _NET_CONNECT_TCP = 1 << 1
 
 _SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
 _SCOPE_SIGNAL = 1 << 1
+
+_FILE_RIGHTS = _READ_FILE | _WRITE_FILE | _TRUNCATE
 
 _MODIFY = (
     _WRITE_FILE
@@ -86,7 +96,8 @@ def abi_version() -> int:
 
 
 def fs_rights(abi: int) -> int:
-    rights = _MODIFY
+    """The filesystem rights this domain handles, i.e. refuses unless a rule allows them."""
+    rights = _MODIFY | _READ_FILE | _READ_DIR
     if abi >= 2:
         rights |= _REFER
     if abi >= 3:
@@ -94,11 +105,15 @@ def fs_rights(abi: int) -> int:
     return rights
 
 
-def restrict(abi: int, writable: Iterable[str], device_dirs: Iterable[str], network: bool) -> None:
-    """Enter a new Landlock domain in which only `writable` may be modified.
+def restrict(
+    abi: int, workdir: str, hidden: str, device_dirs: Iterable[str], network: bool
+) -> None:
+    """Enter a new Landlock domain in which only `workdir` may be modified.
 
-    `device_dirs` (such as /dev) may be written to and truncated but nothing may be created
-    or removed in them. No-new-privileges must already be set. Does nothing when `abi` is 0.
+    Everything may be read except what lies under `hidden` (the run root), the workdir
+    excepted. `device_dirs` (such as /dev) may be written to and truncated but nothing may be
+    created or removed in them. No-new-privileges must already be set. Does nothing when
+    `abi` is 0.
     """
     if abi <= 0:
         return
@@ -115,18 +130,46 @@ def restrict(abi: int, writable: Iterable[str], device_dirs: Iterable[str], netw
     ruleset = _libc.syscall("landlock_create_ruleset", ctypes.byref(attr), size, 0)
 
     try:
-        for path in writable:
-            _allow(ruleset, path, rights)
+        for path in readable_around(hidden):
+            _allow(ruleset, path, _READ_FILE | _READ_DIR, missing_ok=True)
+        _allow(ruleset, workdir, rights)
         for path in device_dirs:
-            _allow(ruleset, path, rights & (_WRITE_FILE | _TRUNCATE))
+            _allow(ruleset, path, rights & (_READ_FILE | _READ_DIR | _WRITE_FILE | _TRUNCATE))
         _libc.syscall("landlock_restrict_self", ruleset, 0)
     finally:
         os.close(ruleset)
 
 
-def _allow(ruleset: int, path: str, rights: int) -> None:
-    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+def readable_around(hidden: str) -> list[str]:
+    """Paths whose subtrees, together, hold everything on the filesystem but `hidden`.
+
+    Landlock only grants rights, beneath a path; to grant reading everywhere except one
+    directory, grant it on every sibling of each directory on the way down to it. Entries
+    created later next to that path (a new directory in /tmp, say) stay unreadable.
+    """
+    readable: list[str] = []
+    current = "/"
+    for part in os.path.normpath(hidden).strip("/").split("/"):
+        try:
+            entries = os.listdir(current)
+        except OSError:
+            break
+        readable.extend(os.path.join(current, name) for name in entries if name != part)
+        current = os.path.join(current, part)
+    return readable
+
+
+def _allow(ruleset: int, path: str, rights: int, missing_ok: bool = False) -> None:
     try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        if missing_ok:  # gone since it was listed, or a dangling symlink
+            return
+        raise
+    try:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            # A rule on a file may only carry the rights that apply to files.
+            rights &= _FILE_RIGHTS
         rule = _PathBeneathAttr(allowed_access=rights, parent_fd=fd)
         _libc.syscall("landlock_add_rule", ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule), 0)
     finally:

@@ -367,7 +367,7 @@ LANGUAGES: tuple[Language, ...] = (
         version_pattern=r"version (\S+)",
         validate=("bash", "-n", "{file}"),
         aliases=("sh", "shell"),
-        oom_patterns=(r"Cannot allocate memory", r"xmalloc: .*cannot allocate"),
+        oom_patterns=(r"Cannot allocate memory", r"x(m|re)alloc: .*cannot allocate"),
         heap_share=1.0,
     ),
     Language(
@@ -594,7 +594,7 @@ def get_language(name: str) -> Language:
 
 def check_filename(filename: str) -> str:
     """A main-file name that stays inside the workdir: one plain path component."""
-    if not _FILENAME.match(filename) or filename in (".", ".."):
+    if not _FILENAME.fullmatch(filename) or filename in (".", ".."):
         raise InvalidFilename(
             f"invalid filename {filename!r}: use one plain file name of letters, digits, "
             "'.', '_', '+' or '-' (at most 128 characters, no '/' and no leading '.' or '-')"

@@ -48,6 +48,7 @@ from sandbox_mcp.sandbox.spec import Limits, RunOutcome, RunSpec
 logger = logging.getLogger(__name__)
 
 MAX_ARGS_BYTES = 64 * 1024
+MAX_ARGS = 1024
 MAX_STDIN_BYTES = 8 * 1024 * 1024
 # How long past its deadline the server waits for a supervisor's report before giving up.
 _REPORT_GRACE = 15.0
@@ -129,14 +130,27 @@ class Sandbox:
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
         self._runtimes: dict[str, RuntimeInfo] = {}
         self._launcher: subprocess.Popen[bytes] | None = None
+        self._prepared = False
         self._channel: socket.socket | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Prepare the run root, read the runtimes' versions and start the launcher."""
+    def prepare(self) -> None:
+        """Claim the uid pool and prepare the run root; raises `ConfigurationError` if unsafe.
+
+        Synchronous so that the CLI can refuse to start before it serves anything.
+        """
+        if self._prepared:
+            return
         _make_dumpable(False)
+        if self._pool is not None:
+            self._pool.claim()
         self._prepare_run_root()
+        self._prepared = True
+
+    async def start(self) -> None:
+        """Prepare, read the runtimes' versions and start the launcher."""
+        self.prepare()
         infos = await asyncio.gather(
             *(asyncio.to_thread(probe_runtime, language) for language in LANGUAGES)
         )
@@ -161,6 +175,9 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 self._launcher.kill()
             self._launcher = None
+        if self._pool is not None:
+            self._pool.release_claim()
+        self._prepared = False
 
     def runtimes(self) -> list[RuntimeInfo]:
         """Every language of the registry with what this machine has for it."""
@@ -221,6 +238,8 @@ class Sandbox:
         stdin = request.stdin.encode("utf-8", errors="surrogatepass")
         if len(stdin) > MAX_STDIN_BYTES:
             raise InvalidRequest(f"stdin is {len(stdin)} bytes; the limit is {MAX_STDIN_BYTES}")
+        if len(request.args) > MAX_ARGS:
+            raise InvalidRequest(f"{len(request.args)} args; at most {MAX_ARGS} are allowed")
         if sum(len(arg.encode()) + 1 for arg in request.args) > MAX_ARGS_BYTES:
             raise InvalidRequest(f"args add up to more than {MAX_ARGS_BYTES} bytes")
         if any("\0" in arg for arg in request.args):

@@ -3,6 +3,11 @@
 It denies what no snippet needs and what would let one reach beyond its run:
 - tracing and reading other processes' memory (ptrace, process_vm_readv/writev);
 - io_uring, whose operations bypass seccomp entirely (it can open sockets unseen);
+- memory that outlives the run or escapes its accounting: System V shared memory, message
+  queues and semaphores and POSIX message queues (kernel objects that survive the process
+  and are shared by uid), memfd_create and memfd_secret (unmapped pages of a memory file
+  count in no process's memory, so they would slip past the memory limit);
+- the kernel keyrings (add_key, keyctl, request_key), which persist per uid across runs;
 - signals to the server, the launcher, the run's supervisor or to every process at once
   (kill(-1)), by pid compared against the filter's constants;
 - pidfd_send_signal, whose target is a file descriptor the filter cannot see: runtimes that
@@ -49,6 +54,38 @@ _OFF_ARG0_LOW = 16
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 _X32_SYSCALL_BIT = 0x40000000
 
+# Refused with EPERM: the call exists but is not for snippets.
+_EPERM = (
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "pidfd_getfd",
+    "shmget",
+    "shmat",
+    "shmctl",
+    "shmdt",
+    "msgget",
+    "msgsnd",
+    "msgrcv",
+    "msgctl",
+    "semget",
+    "semop",
+    "semctl",
+    "semtimedop",
+    "mq_open",
+    "add_key",
+    "request_key",
+    "keyctl",
+)
+# Refused with ENOSYS, "not implemented": callers that can do without fall back.
+_ENOSYS = (
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "pidfd_send_signal",
+    "memfd_create",
+    "memfd_secret",
+)
 _SIGNAL_CALLS = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open")
 
 
@@ -110,9 +147,9 @@ def build_filter(policy: FilterPolicy, machine: str = _libc.MACHINE) -> bytes:
     program.load(_OFF_NR)
     if machine == "x86_64":
         program.jump_if(_JGE_K, _X32_SYSCALL_BIT, "enosys")
-    for name in ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd"):
+    for name in _EPERM:
         program.jump_if(_JEQ_K, numbers[name], "eperm")
-    for name in ("io_uring_setup", "io_uring_enter", "io_uring_register", "pidfd_send_signal"):
+    for name in _ENOSYS:
         program.jump_if(_JEQ_K, numbers[name], "enosys")
     if not policy.network:
         program.jump_if(_JEQ_K, numbers["socket"], "socket")

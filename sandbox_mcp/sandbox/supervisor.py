@@ -280,7 +280,9 @@ def _prepare_child(
     if os.getppid() != supervisor:
         os._exit(126)
     _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
-    landlock.restrict(spec.landlock_abi, [spec.workdir], DEVICE_DIRS, spec.network)
+    landlock.restrict(
+        spec.landlock_abi, spec.workdir, os.path.dirname(spec.workdir), DEVICE_DIRS, spec.network
+    )
     seccomp.install(
         seccomp.FilterPolicy(
             protected_pids=(*spec.protected_pids, supervisor), network=spec.network

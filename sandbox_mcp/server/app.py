@@ -50,7 +50,8 @@ def instructions(sandbox: Sandbox) -> str:
     return (
         "Runs code snippets in isolated, single-use sandboxes. Each execute_code call gets a "
         "fresh empty working directory and a non-root user; nothing persists between calls. "
-        "Write files only in the current directory. "
+        "Write files only in the current directory. In shell code write errors with >&2, "
+        "not > /dev/stderr, which the sandbox refuses. "
         f"Limits per run: {settings.timeout:g} s wall clock by default (at most "
         f"{settings.max_timeout:g} s), {settings.memory_mb} MB of memory, "
         f"{settings.cpu_seconds} s of CPU, {settings.max_processes} processes, "

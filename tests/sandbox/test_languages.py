@@ -49,7 +49,7 @@ def test_plain_file_names_are_accepted(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["../x", "/etc/passwd", "a/b", ".hidden", "-rf", "a\0b", "é.py", "x" * 200]
+    "name", ["../x", "/etc/passwd", "a/b", ".hidden", "-rf", "a\0b", "é.py", "x" * 200, "a.sh\n"]
 )
 def test_names_that_could_escape_or_confuse_are_refused(name: str) -> None:
     with pytest.raises(InvalidFilename):

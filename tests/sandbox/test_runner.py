@@ -14,6 +14,7 @@ import pytest
 
 from sandbox_mcp.config import Settings
 from sandbox_mcp.errors import CodeTooLarge, InvalidFilename, UnknownLanguage
+from sandbox_mcp.sandbox._libc import syscall_number
 from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox
 from tests.support import IS_ROOT, process_exists
 
@@ -539,3 +540,76 @@ async def test_without_landlock_the_seccomp_filter_still_protects_the_server(
 
     assert result.stdout.splitlines() == ["refused"] * 4
     assert after.stdout == "alive\n"
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the uid pool exists only in pool mode, which needs root")
+async def test_a_second_server_cannot_take_the_same_uid_pool(sandbox: Sandbox) -> None:
+    from sandbox_mcp.errors import ConfigurationError
+
+    rival = Sandbox(replace(BASE, run_root=sandbox.settings.run_root.with_name("rival-root")))
+    with pytest.raises(ConfigurationError, match="in use by another sandbox-mcp"):
+        rival.prepare()
+
+
+@pytest.mark.parametrize(
+    ("language", "code"),
+    [
+        (
+            "python",
+            "import os\nfd = os.memfd_create('x')\nos.write(fd, b'x' * 10**7)\nprint('kept')",
+        ),
+        ("python", "import ctypes\nprint(ctypes.CDLL(None).shmget(0, 1 << 28, 0o1666))"),
+        ("python", "import ctypes\nprint(ctypes.CDLL(None).msgget(0, 0o1666))"),
+        (
+            "python",
+            "import ctypes\nlibc = ctypes.CDLL(None)\n"
+            f"print(libc.syscall({syscall_number('add_key')}, b'user', b'k', b'v', 1, -4))",
+        ),
+    ],
+    ids=["memfd", "sysv-shm", "sysv-msg", "keyring"],
+)
+async def test_memory_and_state_that_would_outlive_the_run_are_refused(
+    sandbox: Sandbox, language: str, code: str
+) -> None:
+    result = await run(sandbox, language, code)
+
+    assert "kept" not in result.stdout
+    assert result.stdout.strip() in ("", "-1"), result.stdout
+    assert result.exit_code in (0, 1)
+
+
+async def test_a_run_cannot_list_or_read_other_workdirs(sandbox: Sandbox) -> None:
+    victim = asyncio.ensure_future(
+        run(sandbox, "bash", "echo secret > data.txt; echo $PWD; sleep 2", timeout_seconds=8)
+    )
+    await asyncio.sleep(0.5)
+    root = sandbox.settings.run_root
+    others = [path for path in root.iterdir()]
+    code = (
+        "import os\n"
+        f"for path in ({str(root)!r}, *{[str(p) for p in others]!r}):\n"
+        "    try:\n"
+        "        print(path, os.listdir(path))\n"
+        "    except OSError as exc:\n"
+        "        print(path, 'refused', exc.errno)\n"
+        f"for path in {[str(p / 'data.txt') for p in others]!r}:\n"
+        "    try:\n"
+        "        print(open(path).read())\n"
+        "    except OSError as exc:\n"
+        "        print(path, 'refused', exc.errno)\n"
+    )
+    attack = await run(sandbox, "python", code)
+    await victim
+
+    assert others
+    assert "secret" not in attack.stdout
+    assert attack.stdout.count("refused") == 1 + 2 * len(others)
+
+
+async def test_the_rest_of_the_filesystem_stays_readable(sandbox: Sandbox) -> None:
+    result = await run(
+        sandbox, "bash", "head -c 4 /etc/passwd; ls /usr/bin | head -1 >/dev/null && echo ok"
+    )
+
+    assert result.stdout == "root\nok\n" or result.stdout.endswith("ok\n")
+    assert result.exit_code == 0
