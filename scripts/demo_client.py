@@ -16,27 +16,64 @@ from mcp import Client, StdioServerParameters
 
 SERVER = Path(sys.executable).parent / "sandbox-mcp"
 
-# language -> (code, stdin, what stdout must contain)
+# language -> (code, what stdout must contain)
 HELLO = {
     "python": (
-        "import sys, platform\n"
-        "primes = [n for n in range(2, 60) if all(n % d for d in range(2, n))]\n"
-        "print(f'Python {platform.python_version()}: {len(primes)} primes below 60')\n"
-        "print('stdin says', sys.stdin.read().strip())\n",
-        "hello",
+        "import platform\nprimes = [n for n in range(2, 60) if all(n % d for d in range(2, n))]\n"
+        "print(f'Python {platform.python_version()}: {len(primes)} primes below 60')",
         "17 primes below 60",
     ),
     "javascript": (
         "const fib = n => n < 2 ? n : fib(n - 1) + fib(n - 2);\n"
-        "console.log(`Node ${process.version}: fib(25) = ${fib(25)}`);\n",
-        "",
+        "console.log(`Node ${process.version}: fib(25) = ${fib(25)}`);",
         "fib(25) = 75025",
     ),
+    "typescript": (
+        "interface Point { x: number; y: number }\n"
+        "const norm = (p: Point): number => Math.hypot(p.x, p.y);\n"
+        "console.log(`|(3, 4)| = ${norm({ x: 3, y: 4 })}`);",
+        "|(3, 4)| = 5",
+    ),
+    "ruby": ('puts "Ruby #{RUBY_VERSION}: #{(1..10).sum} \u2713"', ": 55 ✓"),
     "bash": (
-        'echo "Bash $BASH_VERSION in $(pwd)"\n'
-        'for i in 1 2 3; do printf "%s " "$((i * i))"; done; echo\n',
-        "",
+        'echo "Bash $BASH_VERSION"; for i in 1 2 3; do printf "%s " $((i * i)); done; echo',
         "1 4 9",
+    ),
+    "zsh": ('print -r -- "Zsh $ZSH_VERSION: ${(U):-shout}"', ": SHOUT"),
+    "fish": ("echo Fish $version: (math 6 \\* 7)", ": 42"),
+    "java": (
+        "public class Hello {\n    public static void main(String[] args) {\n"
+        '        System.out.println("Java " + Runtime.version().feature() + ": "'
+        " + java.util.stream.IntStream.rangeClosed(1, 5).reduce(1, (a, b) -> a * b));\n    }\n}",
+        ": 120",
+    ),
+    "kotlin": (
+        'val squares = (1..4).map { it * it }\nprintln("Kotlin: $squares")',
+        "[1, 4, 9, 16]",
+    ),
+    "groovy": ('println "Groovy: ${[3, 1, 2].sort()}"', "[1, 2, 3]"),
+    "scala": ('println("Scala: " + List(1, 2, 3).map(_ * 10).sum)', ": 60"),
+    "clojure": ('(println "Clojure:" (reduce + (range 1 11)))', ": 55"),
+    "c": (
+        "#include <stdio.h>\nint main(void) {\n    long f = 1;\n"
+        '    for (int i = 2; i <= 10; i++) f *= i;\n    printf("C: 10! = %ld\\n", f);\n}',
+        "10! = 3628800",
+    ),
+    "cpp": (
+        "#include <algorithm>\n#include <iostream>\n#include <vector>\nint main() {\n"
+        "    std::vector<int> v{5, 3, 9, 1};\n    std::sort(v.begin(), v.end());\n"
+        '    std::cout << "C++: " << v.front() << ".." << v.back() << std::endl;\n}',
+        ": 1..9",
+    ),
+    "go": (
+        'package main\n\nimport (\n\t"fmt"\n\t"runtime"\n)\n\n'
+        'func main() { fmt.Println("Go", runtime.Version(), len("héllo")) }',
+        " 6",
+    ),
+    "rust": (
+        'fn main() {\n    let words = ["sandbox", "mcp"];\n'
+        '    println!("Rust: {}", words.join("-").to_uppercase());\n}',
+        "SANDBOX-MCP",
     ),
 }
 
@@ -87,11 +124,18 @@ async def main() -> int:
         for language in languages:
             if not language["available"] or language["id"] not in HELLO:
                 continue
-            code, stdin, expected = HELLO[language["id"]]
+            code, expected = HELLO[language["id"]]
+            print(f"# {language['name']}")
             result = await client.call_tool(
-                "execute_code", {"language": language["id"], "code": code, "stdin": stdin}
+                "execute_code", {"language": language["id"], "code": code}
             )
             failures += show(result, lambda content, want=expected: want in content["stdout"])
+
+        print("# validate_code finds a mistake without running the code")
+        result = await client.call_tool(
+            "validate_code", {"language": "rust", "code": 'fn main() {\n    let x: i32 = "one";\n}'}
+        )
+        failures += show(result, lambda content: not content["valid"])
 
         for title, arguments, limit in LIMITS:
             print(f"# {title}")

@@ -79,6 +79,10 @@ class Language:
     env: Mapping[str, str] = field(default_factory=dict)
     # Checker messages that are not problems in this sandbox (a regex on the message).
     validate_ignore: tuple[str, ...] = ()
+    # For a checker that only takes programs: code matching no `program_pattern` is a
+    # script, and is checked wrapped in (prefix, suffix), its lines shifted back after.
+    validate_wrapper: tuple[str, str] | None = None
+    program_pattern: str | None = None
     # Lines on stderr that mean the runtime itself ran out of memory under the limit.
     oom_patterns: tuple[str, ...] = ()
     # Share of the memory limit the runtime's own heap may take; the rest is for its
@@ -96,6 +100,15 @@ class Language:
     def main_file(self, code: str, requested: str | None) -> MainFile:
         """The file the snippet is written to, given the caller's `filename` (or None)."""
         return self.namer(self, code, requested)
+
+    def validation_source(self, code: str) -> tuple[str, int]:
+        """The code the checker sees, and by how many lines it was shifted down."""
+        if self.validate_wrapper is None or (
+            self.program_pattern and re.search(self.program_pattern, code)
+        ):
+            return code, 0
+        prefix, suffix = self.validate_wrapper
+        return prefix + code + suffix, prefix.count("\n")
 
     def values(self, main: MainFile, workdir: str, memory_mb: int) -> dict[str, str]:
         """The template values for one run."""
@@ -116,7 +129,7 @@ class Language:
 
     def command(self, template: tuple[str, ...], values: Mapping[str, str]) -> list[str]:
         """An argv from a template; a bare program name is resolved on the snippets' PATH."""
-        argv = [part.format(**values) for part in template]
+        argv = [_fill(part, values) for part in template]
         if "/" not in argv[0]:
             found = shutil.which(argv[0], path=SNIPPET_PATH)
             if found:
@@ -124,7 +137,7 @@ class Language:
         return argv
 
     def environment(self, values: Mapping[str, str]) -> dict[str, str]:
-        return {key: value.format(**values) for key, value in self.env.items()}
+        return {key: _fill(value, values) for key, value in self.env.items()}
 
     def resolved_executable(self) -> str | None:
         """The runtime's absolute path on the snippets' PATH, or None when it is missing."""
@@ -133,6 +146,14 @@ class Language:
 
     def is_out_of_memory(self, stderr_text: str) -> bool:
         return any(re.search(pattern, stderr_text) for pattern in self.oom_patterns)
+
+
+_PLACEHOLDER = re.compile(r"\{(file|stem|entry|build|tmp|heap_mb)\}")
+
+
+def _fill(template: str, values: Mapping[str, str]) -> str:
+    # Only the known placeholders: inline programs (the TypeScript runner) have braces too.
+    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
 
 
 # --- how some languages name their main file -------------------------------------------------
@@ -146,29 +167,34 @@ _JAVA_MAIN = re.compile(r"\bstatic\s+(?:final\s+)?(?:public\s+)?void\s+main\s*\(
 
 
 def _java_name(language: Language, code: str, requested: str | None) -> MainFile:
-    # javac insists that a public class lives in a file of its name; the class wins over
-    # the caller's filename. Without one, the class holding main() names the file, so that
-    # `java` can be told which class to start.
+    # javac insists that a public class lives in a file of its name, so a public class names
+    # the file whatever the caller asked for. The class to start is the one declaring main(),
+    # which need not be that one, nor be called Main.
     public = _JAVA_PUBLIC_CLASS.search(code)
     main = _JAVA_MAIN.search(code)
+    entry = None
     if main is not None:
         declared = [m for m in _JAVA_TYPE.finditer(code) if m.start() < main.start()]
-        main_class = declared[-1].group(1) if declared else None
+        entry = declared[-1].group(1) if declared else None
+
+    if public is not None:
+        stem = public.group(1)
+    elif requested is not None:
+        stem = check_filename(requested).rsplit(".", 1)[0]
     else:
-        main_class = None
+        stem = entry or language.default_stem
+    name = stem + ".java"
+    entry = entry or stem
 
-    chosen = main_class or (public.group(1) if public else None) or language.default_stem
-    if public is not None and public.group(1) != chosen:
-        chosen = public.group(1)
-    name = chosen + ".java"
     if requested is not None and check_filename(requested) != name:
-        return MainFile(
-            name, (f"filename {requested!r} ignored: Java needs {name} for class {chosen}",)
-        )
-    return MainFile(name)
+        note = f"filename {requested!r} replaced by {name}: javac wants public class {stem} there"
+        return MainFile(name, (note,), entry=entry)
+    return MainFile(name, entry=entry)
 
 
-_ES_MODULE = re.compile(r"^\s*(?:import\s*[\w{*'\"]|export\s|await\s)", re.MULTILINE)
+# Module syntax at the top level: an import, an export, or an await outside any function
+# (told apart, roughly, by not being indented).
+_ES_MODULE = re.compile(r"^(?:import\s*[\w{*'\"]|export\s|await\s)", re.MULTILINE)
 
 
 def _javascript_name(language: Language, code: str, requested: str | None) -> MainFile:
@@ -185,19 +211,13 @@ _KOTLIN_MAIN = re.compile(r"^\s*fun\s+main\s*\(", re.MULTILINE)
 
 
 def _kotlin_name(language: Language, code: str, requested: str | None) -> MainFile:
-    # A file with a top-level main() is a program (main.kt, class MainKt); anything else is
-    # run as a script (main.kts).
-    extension = ".kt" if _KOTLIN_MAIN.search(code) else ".kts"
-    if requested is not None:
-        requested = check_filename(requested)
-        stem = requested.rsplit(".", 1)[0]
-        return MainFile(stem + extension)
-    return MainFile("main" + extension)
-
-
-def _capitalised(language: Language, code: str, requested: str | None) -> MainFile:
-    # Kotlin names the class of main.kt MainKt; the stem must start a valid identifier.
-    return _plain_name(language, code, requested)
+    # A file with a top-level main() is a program (main.kt, whose class Kotlin names MainKt);
+    # anything else runs as a script (main.kts).
+    stem = "main" if requested is None else check_filename(requested).rsplit(".", 1)[0]
+    if not _KOTLIN_MAIN.search(code):
+        return MainFile(stem + ".kts", script=True)
+    identifier = re.sub(r"\W", "_", stem)
+    return MainFile(stem + ".kt", entry=identifier[:1].upper() + identifier[1:] + "Kt")
 
 
 # --- the registry ----------------------------------------------------------------------------
@@ -217,7 +237,7 @@ _JVM = (
 )
 _JVM_OPTS = " ".join(_JVM)
 _JVM_OOM = (
-    r"java\.lang\.OutOfMemoryError",
+    r"OutOfMemoryError",
     r"Could not reserve enough space",
     r"insufficient memory",
 )
@@ -231,7 +251,7 @@ const ts = require('/usr/share/nodejs/typescript');
 const fs = require('fs'), path = require('path'), Module = require('module'), url = require('url');
 const file = path.resolve(process.argv[1]);
 const source = fs.readFileSync(file, 'utf8');
-const esm = /^\s*(import\s*[\w{*'"]|export\s|await\s)/m.test(source);
+const esm = /^(import\s*[\w{*'"]|export\s|await\s)/m.test(source);
 const out = ts.transpileModule(source, {
   fileName: file, reportDiagnostics: true,
   compilerOptions: {
@@ -244,13 +264,15 @@ if (errors.length) {
   for (const d of errors) {
     const at = d.file ? d.file.getLineAndCharacterOfPosition(d.start) : {line: 0, character: 0};
     const text = ts.flattenDiagnosticMessageText(d.messageText, '\n');
-    process.stderr.write(`${path.basename(file)}(${at.line + 1},${at.character + 1}): error TS${d.code}: ${text}\n`);
+    const where = `${path.basename(file)}(${at.line + 1},${at.character + 1})`;
+    process.stderr.write(`${where}: error TS${d.code}: ${text}\n`);
   }
   process.exit(1);
 }
 process.argv = [process.argv[0], file, ...process.argv.slice(2)];
 if (esm) {
-  const target = path.join(path.dirname(file), '.build', path.basename(file).replace(/\.[^.]*$/, '') + '.mjs');
+  const stem = path.basename(file).replace(/\.[^.]*$/, '');
+  const target = path.join(path.dirname(file), '.build', stem + '.mjs');
   fs.mkdirSync(path.dirname(target), {recursive: true});
   fs.writeFileSync(target, out.outputText);
   import(url.pathToFileURL(target).href).catch(e => { console.error(e); process.exit(1); });
@@ -273,10 +295,17 @@ LANGUAGES: tuple[Language, ...] = (
         run=("python3", "-u", "-B", "{file}"),
         version=("python3", "--version"),
         version_pattern=r"Python (\S+)",
+        # compile() without running; printed as file:line:column, which the traceback's
+        # caret cannot give (it strips indentation and counts bytes).
         validate=(
             "python3",
             "-c",
-            "import sys; compile(open(sys.argv[1], 'rb').read(), sys.argv[1], 'exec')",
+            "import sys\n"
+            "try:\n"
+            "    compile(open(sys.argv[1], encoding='utf-8-sig').read(), sys.argv[1], 'exec')\n"
+            "except SyntaxError as e:\n"
+            "    sys.exit(f'{e.filename}:{e.lineno}:{e.offset or 0}: error: "
+            "{type(e).__name__}: {e.msg}')",
             "{file}",
         ),
         aliases=("py", "python3"),
@@ -330,18 +359,18 @@ LANGUAGES: tuple[Language, ...] = (
             "es2022",
             "--module",
             "commonjs",
-            "--moduleResolution",
-            "node",
-            "--types",
-            "node",
-            "--typeRoots",
-            "/usr/local/lib/sandbox-mcp/node_modules/@types",
+            "--lib",
+            "es2022,dom",
             "{file}",
         ),
         aliases=("ts",),
         env={"NODE_DISABLE_COLORS": "1", "NO_COLOR": "1"},
+        # Debian has no Node type definitions: to the checker `require` and `process` are
+        # unknown names, though they exist when the code runs.
+        validate_ignore=(r"\bTS25(80|91|92)\b", r"Cannot find name '(require|process|module)'"),
         oom_patterns=(r"JavaScript heap out of memory", r"Reached heap limit"),
-        remark="Debian's TypeScript 4.8; runs transpile without type checks, validate_code checks types",
+        remark="Debian 12 ships TypeScript 4.8; a run transpiles without checking types, "
+        "validate_code checks them",
     ),
     Language(
         id="ruby",
@@ -379,7 +408,7 @@ LANGUAGES: tuple[Language, ...] = (
         version=("zsh", "--version"),
         version_pattern=r"zsh (\S+)",
         validate=("zsh", "-n", "{file}"),
-        oom_patterns=(r"fatal error: out of memory", r"Cannot allocate memory"),
+        oom_patterns=(r"fatal error: out of (heap )?memory", r"Cannot allocate memory"),
         heap_share=1.0,
     ),
     Language(
@@ -408,7 +437,7 @@ LANGUAGES: tuple[Language, ...] = (
             "{build}",
             "{file}",
         ),
-        run=("java", *_JVM, "-Dfile.encoding=UTF-8", "-cp", "{build}", "{stem}"),
+        run=("java", *_JVM, "-Dfile.encoding=UTF-8", "-cp", "{build}", "{entry}"),
         version=("javac", "-version"),
         version_pattern=r"javac (\S+)",
         validate=(
@@ -430,22 +459,17 @@ LANGUAGES: tuple[Language, ...] = (
         name="Kotlin",
         extension=".kt",
         executable="kotlinc",
-        # Scripts (.kts) are compiled and run in one step; a file with main() is compiled to
-        # classes first (see _kotlin_name).
-        build=("sh", "-c", 'case "$0" in *.kt) exec kotlinc "$0" -d .build ;; esac', "{file}"),
-        run=(
-            "sh",
-            "-c",
-            'case "$0" in *.kts) exec kotlinc -script "$0" "$@" ;; '
-            '*) exec kotlin -cp .build "$1" "$@" ;; esac',
-            "{file}",
-            "{stem}Kt",
-        ),
+        # A file with main() is compiled to classes first; a script (.kts) is compiled and
+        # run in one step (see _kotlin_name).
+        build=("kotlinc", "{file}", "-d", "{build}"),
+        run=("kotlin", "-cp", "{build}", "{entry}"),
+        script_run=("kotlinc", "-script", "{file}"),
         version=("kotlinc", "-version"),
         version_pattern=r"kotlinc-jvm (\S+)",
         validate=("kotlinc", "{file}", "-d", "{tmp}/validate"),
         aliases=("kt", "kts"),
-        env={"JAVA_OPTS": _JVM_OPTS},
+        # kotlinc passes the JVM -noverify, which JDK 17 warns about on every run.
+        env={"JAVA_OPTS": _JVM_OPTS + " -XX:-PrintWarnings"},
         oom_patterns=_JVM_OOM,
         namer=_kotlin_name,
         remark="Debian 12 ships Kotlin 1.3.31 (2019): newer syntax and library calls are missing",
@@ -474,6 +498,12 @@ LANGUAGES: tuple[Language, ...] = (
         version=("scala", "-nobootcp", "-version"),
         version_pattern=r"version (\S+)",
         validate=("scalac", "-nobootcp", "-Ystop-after:typer", "-d", "{tmp}", "{file}"),
+        # scalac takes no scripts: check one the way the runner runs it, inside a main().
+        validate_wrapper=(
+            "object Main { def main(args: Array[String]): Unit = {\n",
+            "\n} }\n",
+        ),
+        program_pattern=r"\bdef\s+main\s*\(|\bextends\s+App\b",
         env={"JAVA_OPTS": _JVM_OPTS},
         oom_patterns=_JVM_OOM,
         remark="Debian 12 ships Scala 2.11.12 (2017): Scala 2.13 and 3 syntax are missing",
@@ -486,6 +516,9 @@ LANGUAGES: tuple[Language, ...] = (
         run=("java", *_JVM, "-cp", "/usr/share/java/clojure.jar", "clojure.main", "{file}"),
         version=("clojure", "-e", "(println (clojure-version))"),
         version_pattern=r"(\d+\.\d+\.\d+)",
+        # Reads every form without evaluating anything (the file's name is in the expression:
+        # given as an argument, clojure.main would run it). The resolver lets `::alias/key`
+        # be read before the `ns` form has run; the reader's column is one past the culprit.
         validate=(
             "java",
             *_JVM,
@@ -493,10 +526,16 @@ LANGUAGES: tuple[Language, ...] = (
             "/usr/share/java/clojure.jar",
             "clojure.main",
             "-e",
-            "(with-open [r (clojure.lang.LineNumberingPushbackReader. (clojure.java.io/reader "
-            "(first *command-line-args*)))] (binding [*read-eval* false] "
-            "(loop [] (when-not (= ::eof (read {:eof ::eof} r)) (recur)))))",
-            "{file}",
+            '(let [r (clojure.lang.LineNumberingPushbackReader. (clojure.java.io/reader "{file}"))]'
+            " (try (binding [*read-eval* false"
+            " *reader-resolver* (reify clojure.lang.LispReader$Resolver (currentNS [_] 'user)"
+            " (resolveClass [_ s] s) (resolveAlias [_ s] s) (resolveVar [_ s] s))]"
+            " (loop [] (when-not (identical? r (read {:eof r} r)) (recur))))"
+            " (catch clojure.lang.LispReader$ReaderException e"
+            " (binding [*out* *err*]"
+            ' (println (str "{file}:" (.-line e) ":" (max 1 (dec (.-column e)))'
+            ' ": error: " (.getMessage (or (.getCause e) e)))))'
+            " (System/exit 1))))",
         ),
         aliases=("clj",),
         oom_patterns=_JVM_OOM,
@@ -509,7 +548,7 @@ LANGUAGES: tuple[Language, ...] = (
         build=("gcc", "-O2", "-std=gnu17", "-Wall", "-o", "{build}/{stem}", "{file}", "-lm"),
         run=("{build}/{stem}",),
         version=("gcc", "--version"),
-        version_pattern=r"gcc \S+ \S+ (\S+)",
+        version_pattern=r"\) (\d+\.\d+\.\d+)",
         validate=("gcc", "-fsyntax-only", "-std=gnu17", "-Wall", "{file}"),
         oom_patterns=(r"Cannot allocate memory",),
         heap_share=1.0,
@@ -522,7 +561,7 @@ LANGUAGES: tuple[Language, ...] = (
         build=("g++", "-O2", "-std=gnu++17", "-Wall", "-o", "{build}/{stem}", "{file}"),
         run=("{build}/{stem}",),
         version=("g++", "--version"),
-        version_pattern=r"g\+\+ \S+ \S+ (\S+)",
+        version_pattern=r"\) (\d+\.\d+\.\d+)",
         validate=("g++", "-fsyntax-only", "-std=gnu++17", "-Wall", "{file}"),
         aliases=("c++", "cxx", "cc"),
         oom_patterns=(r"std::bad_alloc", r"Cannot allocate memory"),

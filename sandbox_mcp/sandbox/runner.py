@@ -11,6 +11,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -21,7 +22,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sandbox_mcp.config import Settings
@@ -31,19 +32,21 @@ from sandbox_mcp.errors import (
     LauncherError,
     RuntimeUnavailable,
 )
+from sandbox_mcp.sandbox import _libc, landlock
+from sandbox_mcp.sandbox import diagnostics as diagnostics_module
 from sandbox_mcp.sandbox import identity as identities
-from sandbox_mcp.sandbox import landlock
+from sandbox_mcp.sandbox.diagnostics import Diagnostic
 from sandbox_mcp.sandbox.languages import (
     LANGUAGES,
     SNIPPET_PATH,
     Language,
+    MainFile,
     RuntimeInfo,
-    check_filename,
     get_language,
     probe_runtime,
 )
 from sandbox_mcp.sandbox.output import StreamCapture
-from sandbox_mcp.sandbox.spec import Limits, RunOutcome, RunSpec
+from sandbox_mcp.sandbox.spec import BuildOutcome, Limits, RunOutcome, RunSpec
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +83,11 @@ class RunRequest:
 
 @dataclass(frozen=True)
 class RunResult:
-    """Everything known about a finished run."""
+    """Everything known about a finished run.
+
+    `exit_code`, `signal` and `duration_ms` are the program's own; when its build failed the
+    program never ran, `exit_code` and `signal` are None and `compile` says why.
+    """
 
     run_id: str
     language: str
@@ -98,11 +105,38 @@ class RunResult:
     stdout_truncated: bool
     stderr_truncated: bool
     timeout_seconds: float
+    compile: BuildOutcome | None = None
     notes: tuple[str, ...] = ()
 
     @property
     def timed_out(self) -> bool:
         return self.limit == "timeout"
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """What the language's checker found, without running the program."""
+
+    run_id: str
+    language: str
+    filename: str
+    valid: bool
+    diagnostics: tuple[Diagnostic, ...]
+    checker: str
+    duration_ms: float
+    limit: str | None
+    output: str
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A request checked and turned into what the launcher needs."""
+
+    language: Language
+    main: MainFile
+    code: bytes
+    stdin: bytes
 
 
 @dataclass
@@ -131,6 +165,7 @@ class Sandbox:
         self._runtimes: dict[str, RuntimeInfo] = {}
         self._launcher: subprocess.Popen[bytes] | None = None
         self._prepared = False
+        self._probing: asyncio.Future[None] | None = None
         self._channel: socket.socket | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -149,23 +184,24 @@ class Sandbox:
         self._prepared = True
 
     async def start(self) -> None:
-        """Prepare, read the runtimes' versions and start the launcher."""
+        """Prepare, start the launcher, and begin reading the runtimes' versions."""
         self.prepare()
-        infos = await asyncio.gather(
-            *(asyncio.to_thread(probe_runtime, language) for language in LANGUAGES)
-        )
-        self._runtimes = {info.language.id: info for info in infos}
         self._start_launcher()
+        # Reading versions starts a JVM or two and takes seconds: it goes on in the
+        # background, and only list_languages waits for it.
+        self._probing = asyncio.ensure_future(self._probe_runtimes())
         logger.info(
-            "sandbox ready: identity=%s landlock_abi=%d run_root=%s languages=%s",
+            "sandbox ready: identity=%s landlock_abi=%d run_root=%s",
             self.identity.mode,
             self.landlock_abi,
             self.settings.run_root,
-            ",".join(i.language.id for i in infos if i.available) or "none",
         )
 
     async def close(self) -> None:
         """Stop the launcher; it ends every run still going and removes its workdir."""
+        if self._probing is not None:
+            self._probing.cancel()
+            self._probing = None
         if self._channel is not None:
             self._channel.close()
             self._channel = None
@@ -179,11 +215,24 @@ class Sandbox:
             self._pool.release_claim()
         self._prepared = False
 
-    def runtimes(self) -> list[RuntimeInfo]:
+    async def runtimes(self) -> list[RuntimeInfo]:
         """Every language of the registry with what this machine has for it."""
-        return [
-            self._runtimes.get(language.id) or probe_runtime(language) for language in LANGUAGES
-        ]
+        if self._probing is not None:
+            await asyncio.shield(self._probing)
+        elif not self._runtimes:
+            await self._probe_runtimes()
+        return [self._runtimes[language.id] for language in LANGUAGES]
+
+    async def _probe_runtimes(self) -> None:
+        infos = await asyncio.gather(
+            *(asyncio.to_thread(probe_runtime, language) for language in LANGUAGES)
+        )
+        self._runtimes = {info.language.id: info for info in infos}
+        available = [info.language.id for info in infos if info.available]
+        missing = [f"{info.language.id} ({info.reason})" for info in infos if not info.available]
+        logger.info("runtimes: %s", ", ".join(available) or "none")
+        if missing:
+            logger.warning("runtimes missing: %s", "; ".join(missing))
 
     # --- one run -----------------------------------------------------------------------------
 
@@ -192,88 +241,175 @@ class Sandbox:
 
         Raises `InvalidRequest` (and subclasses) for a request that cannot be run as given,
         `RuntimeUnavailable` when the language's runtime is missing and `LauncherError` when
-        the sandbox machinery failed. A snippet that fails, crashes or hits a limit is a
-        normal result, not an exception. Cancelling the calling task kills the run.
+        the sandbox machinery failed. A snippet that fails, crashes or hits a limit, or whose
+        build fails, is a normal result, not an exception. Cancelling the calling task kills
+        the run.
         """
-        language, filename, code, stdin = self._check(request)
+        prepared = self._check(request.language, request.code, request.filename, request)
         timeout = self.settings.clamp_timeout(request.timeout_seconds)
+        language, main = prepared.language, prepared.main
 
+        def spec_for(run_id: str, uid: int | None) -> RunSpec:
+            values = language.values(main, self._workdir(run_id), self.settings.memory_mb)
+            build, run = language.commands(main)
+            argv = [*language.command(run, values), *request.args]
+            build_argv = language.command(build, values) if build else None
+            return self._spec(run_id, language, main, values, argv, build_argv, timeout, uid)
+
+        spec, outcome, stdout, stderr = await self._launch(
+            language, spec_for, prepared.code, prepared.stdin, "run"
+        )
+        return self._result(spec, prepared, outcome, stdout, stderr, timeout)
+
+    async def validate(
+        self, language_name: str, code: str, filename: str | None = None
+    ) -> ValidationResult:
+        """Check `code` with its language's checker, under the same isolation, without
+        running it. Raises like `run` for a request that cannot be checked."""
+        prepared = self._check(language_name, code, filename, None)
+        timeout = self.settings.clamp_timeout(None)
+        language, main = prepared.language, prepared.main
+        source, shift = language.validation_source(code)
+
+        def spec_for(run_id: str, uid: int | None) -> RunSpec:
+            values = language.values(main, self._workdir(run_id), self.settings.memory_mb)
+            argv = language.command(language.validate, values)
+            return self._spec(run_id, language, main, values, argv, None, timeout, uid)
+
+        spec, outcome, stdout, stderr = await self._launch(
+            language, spec_for, source.encode("utf-8", errors="surrogatepass"), b"", "validate"
+        )
+        output = (stdout.result().text + "\n" + stderr.result().text).strip()
+        diagnostics = [
+            _shifted(found, shift)
+            for found in diagnostics_module.parse(language.id, output, main.name)
+            if not any(re.search(pattern, found.message) for pattern in language.validate_ignore)
+        ]
+        if outcome.limit is not None or outcome.exit_code is None:
+            reason = outcome.limit or outcome.signal or outcome.error or "it did not finish"
+            message = f"the checker did not finish: {reason}"
+            diagnostics.append(diagnostics_module.Diagnostic(None, None, "error", message))
+        valid = not any(found.severity == "error" for found in diagnostics)
+        if valid and outcome.exit_code not in (0, None) and not language.validate_ignore:
+            # The checker failed without saying where: keep its words.
+            diagnostics.append(diagnostics_module.Diagnostic(None, None, "error", output[:300]))
+            valid = False
+        result = ValidationResult(
+            run_id=spec.run_id,
+            language=language.id,
+            filename=main.name,
+            valid=valid,
+            diagnostics=tuple(diagnostics),
+            checker=language.validate[0],
+            duration_ms=outcome.duration_ms,
+            limit=outcome.limit,
+            output=output,
+            notes=main.notes,
+        )
+        logger.info(
+            "validate %s %s valid=%s diagnostics=%d %.0fms",
+            spec.run_id,
+            language.id,
+            valid,
+            len(diagnostics),
+            outcome.duration_ms,
+        )
+        return result
+
+    def _workdir(self, run_id: str) -> str:
+        return str(self.settings.run_root / run_id)
+
+    async def _launch(
+        self,
+        language: Language,
+        spec_for: Callable[[str, int | None], RunSpec],
+        code: bytes,
+        stdin: bytes,
+        kind: str,
+    ) -> tuple[RunSpec, RunOutcome, StreamCapture, StreamCapture]:
+        """Take a slot and a uid, then hand one spec to the launcher and follow it."""
         async with self._slots:
             uid = await self._pool.acquire() if self._pool else None
             released = False
             try:
                 run_id = secrets.token_hex(6)
-                spec = self._spec(run_id, language, filename, request.args, timeout, uid)
+                spec = spec_for(run_id, uid)
                 logger.info(
-                    "run %s %s start timeout=%gs memory=%dMB uid=%s",
+                    "%s %s %s start timeout=%gs memory=%dMB uid=%s",
+                    kind,
                     run_id,
                     language.id,
-                    timeout,
+                    spec.limits.timeout_seconds,
                     self.settings.memory_mb,
                     uid if uid is not None else os.getuid(),
                 )
                 try:
                     outcome, stdout, stderr, released = await self._execute(spec, code, stdin)
                 except asyncio.CancelledError:
-                    logger.info("run %s %s cancelled by the caller", run_id, language.id)
+                    logger.info("%s %s %s cancelled by the caller", kind, run_id, language.id)
                     raise
             finally:
                 if self._pool and uid is not None and released:
                     self._pool.release(uid)
+        never_started = outcome.exit_code is None and outcome.signal is None
+        if outcome.error and never_started and outcome.build is None:
+            raise LauncherError(f"{kind} {run_id} could not start: {outcome.error}")
+        return spec, outcome, stdout, stderr
 
-        return self._result(spec, language, filename, outcome, stdout, stderr, timeout)
+    def _check(
+        self, name: str, code_text: str, filename: str | None, request: RunRequest | None
+    ) -> _Prepared:
+        language = get_language(name)
+        if language.resolved_executable() is None:
+            info = self._runtimes.get(language.id)
+            reason = info.reason if info else f"{language.executable} not found on PATH"
+            raise RuntimeUnavailable(f"{language.id} is not available here: {reason}")
 
-    def _check(self, request: RunRequest) -> tuple[Language, str, bytes, bytes]:
-        language = get_language(request.language)
-        info = self._runtimes.get(language.id)
-        if info is not None and not info.available:
-            raise RuntimeUnavailable(f"{language.id} is not available here: {info.reason}")
-
-        code = request.code.encode("utf-8", errors="surrogatepass")
+        code = code_text.encode("utf-8", errors="surrogatepass")
         if len(code) > self.settings.max_code_bytes:
             raise CodeTooLarge(
                 f"code is {len(code)} bytes; the limit is {self.settings.max_code_bytes} bytes "
                 "(SANDBOX_MAX_CODE_BYTES)"
             )
-        stdin = request.stdin.encode("utf-8", errors="surrogatepass")
-        if len(stdin) > MAX_STDIN_BYTES:
-            raise InvalidRequest(f"stdin is {len(stdin)} bytes; the limit is {MAX_STDIN_BYTES}")
-        if len(request.args) > MAX_ARGS:
-            raise InvalidRequest(f"{len(request.args)} args; at most {MAX_ARGS} are allowed")
-        if sum(len(arg.encode()) + 1 for arg in request.args) > MAX_ARGS_BYTES:
-            raise InvalidRequest(f"args add up to more than {MAX_ARGS_BYTES} bytes")
-        if any("\0" in arg for arg in request.args):
-            raise InvalidRequest("args cannot contain NUL characters")
+        stdin = b""
+        if request is not None:
+            stdin = request.stdin.encode("utf-8", errors="surrogatepass")
+            if len(stdin) > MAX_STDIN_BYTES:
+                raise InvalidRequest(f"stdin is {len(stdin)} bytes; the limit is {MAX_STDIN_BYTES}")
+            if len(request.args) > MAX_ARGS:
+                raise InvalidRequest(f"{len(request.args)} args; at most {MAX_ARGS} are allowed")
+            if sum(len(arg.encode()) + 1 for arg in request.args) > MAX_ARGS_BYTES:
+                raise InvalidRequest(f"args add up to more than {MAX_ARGS_BYTES} bytes")
+            if any("\0" in arg for arg in request.args):
+                raise InvalidRequest("args cannot contain NUL characters")
 
-        filename = (
-            language.default_filename
-            if request.filename is None
-            else check_filename(request.filename)
-        )
-        return language, filename, code, stdin
+        main = language.main_file(code_text, filename)
+        return _Prepared(language, main, code, stdin)
 
     def _spec(
         self,
         run_id: str,
         language: Language,
-        filename: str,
-        args: Sequence[str],
+        main: MainFile,
+        values: dict[str, str],
+        argv: list[str],
+        build_argv: list[str] | None,
         timeout: float,
         uid: int | None,
     ) -> RunSpec:
         settings = self.settings
-        workdir = str(settings.run_root / run_id)
+        workdir = self._workdir(run_id)
         env = {
             "PATH": SNIPPET_PATH,
             "HOME": workdir,
             "PWD": workdir,
-            "TMPDIR": f"{workdir}/.tmp",
+            "TMPDIR": values["tmp"],
             "LANG": "C.UTF-8",
             "LC_ALL": "C.UTF-8",
             "TERM": "dumb",
             "USER": "sandbox",
             "LOGNAME": "sandbox",
-            **language.env,
+            **language.environment(values),
         }
         limits = Limits(
             timeout_seconds=timeout,
@@ -287,16 +423,18 @@ class Sandbox:
         assert self._launcher is not None, "Sandbox.start() was not called"  # noqa: S101
         return RunSpec(
             run_id=run_id,
-            argv=language.command(filename, tuple(args), settings.memory_mb),
+            argv=argv,
             env=env,
             workdir=workdir,
-            main_file=filename,
+            main_file=main.name,
             limits=limits,
             uid=uid,
             gid=uid,
             network=settings.network == "on",
             landlock_abi=self.landlock_abi,
             protected_pids=sorted({os.getpid(), os.getpgid(0), os.getppid(), self._launcher.pid}),
+            build_argv=build_argv,
+            output_bytes=settings.output_bytes,
         )
 
     async def _execute(
@@ -373,25 +511,31 @@ class Sandbox:
     def _result(
         self,
         spec: RunSpec,
-        language: Language,
-        filename: str,
+        prepared: _Prepared,
         outcome: RunOutcome,
         stdout: StreamCapture,
         stderr: StreamCapture,
         timeout: float,
     ) -> RunResult:
+        language = prepared.language
         out, err = stdout.result(), stderr.result()
-        limit = outcome.limit or _limit_from_output(language, outcome, err.text, spec.limits)
-        notes: list[str] = []
+        compiled = outcome.build
+        limit = outcome.limit
+        if limit is None and outcome.ran:
+            limit = _limit_from_output(language, outcome, err.text, spec.limits)
+        elif limit is None and compiled is not None and language.is_out_of_memory(compiled.stderr):
+            limit = "memory"
+
+        notes = list(prepared.main.notes)
+        if compiled is not None and not outcome.ran:
+            notes.append("the build failed, so the program did not run: see compile.stderr")
         if outcome.error:
             notes.append(outcome.error)
-        if outcome.error and outcome.exit_code is None and outcome.signal is None:
-            raise LauncherError(f"run {spec.run_id} could not start: {outcome.error}")
 
         result = RunResult(
             run_id=spec.run_id,
             language=language.id,
-            filename=filename,
+            filename=prepared.main.name,
             stdout=out.text,
             stderr=err.text,
             exit_code=outcome.exit_code,
@@ -405,12 +549,14 @@ class Sandbox:
             stdout_truncated=out.truncated,
             stderr_truncated=err.truncated,
             timeout_seconds=timeout,
+            compile=compiled,
             notes=tuple(notes),
         )
         logger.info(
-            "run %s %s exit=%s%s%s %.0fms %.1fMB out=%dB err=%dB",
+            "run %s %s %sexit=%s%s%s %.0fms %.1fMB out=%dB err=%dB",
             result.run_id,
             result.language,
+            "" if compiled is None else f"build={compiled.exit_code} ",
             result.exit_code,
             f" signal={result.signal}" if result.signal else "",
             f" limit={result.limit}" if result.limit else "",
@@ -506,7 +652,7 @@ async def _await_outcome(loop: asyncio.AbstractEventLoop, control: socket.socket
             return _failed_outcome("the run's supervisor died without a report")
         message = json.loads(data)
         if message.get("event") == "exited":
-            return RunOutcome(**message["outcome"])
+            return RunOutcome.from_dict(message["outcome"])
 
 
 async def _await_exit(loop: asyncio.AbstractEventLoop, control: socket.socket) -> bool:
@@ -531,6 +677,13 @@ def _sealed_memfd(name: str, data: bytes) -> int:
     return fd
 
 
+def _shifted(found: Diagnostic, lines: int) -> Diagnostic:
+    if not lines or found.line is None:
+        return found
+    line = found.line - lines
+    return dataclasses.replace(found, line=line if line >= 1 else None)
+
+
 def _limit_from_output(
     language: Language, outcome: RunOutcome, stderr_text: str, limits: Limits
 ) -> str | None:
@@ -538,6 +691,10 @@ def _limit_from_output(
     if outcome.exit_code == 0:
         return None
     if language.is_out_of_memory(stderr_text):
+        return "memory"
+    # A program that does not check malloc() dies of SIGSEGV (or aborts) when the data
+    # limit refuses it more memory: a failure at the limit's edge is the limit's doing.
+    if outcome.peak_memory_bytes >= 0.9 * limits.memory_bytes:
         return "memory"
     if outcome.peak_processes >= limits.max_processes:
         return "processes"
@@ -561,16 +718,12 @@ def _failed_outcome(error: str) -> RunOutcome:
 
 
 def _replace(outcome: RunOutcome, **changes: object) -> RunOutcome:
-    import dataclasses
-
     return dataclasses.replace(outcome, **changes)  # type: ignore[arg-type]
 
 
 def _make_dumpable(dumpable: bool) -> None:
     # Non-dumpable: no core file, and no process of the same uid may ptrace this one or read
     # its memory through /proc, whatever else fails.
-    from sandbox_mcp.sandbox import _libc
-
     _libc.prctl(_libc.PR_SET_DUMPABLE, 1 if dumpable else 0)
 
 

@@ -205,6 +205,7 @@ def _become(spec: RunSpec) -> None:
 def _make_workdir(spec: RunSpec, payload: int) -> None:
     os.mkdir(spec.workdir, 0o700)
     os.mkdir(os.path.join(spec.workdir, ".tmp"), 0o700)
+    os.mkdir(os.path.join(spec.workdir, ".build"), 0o700)
     target = os.path.join(spec.workdir, spec.main_file)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     out = os.open(target, flags, 0o600)

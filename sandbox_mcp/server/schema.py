@@ -23,6 +23,16 @@ Limit = Literal[
 ]
 
 
+class CompileInfo(BaseModel):
+    """The build step of a compiled language."""
+
+    exit_code: int | None = Field(description="The compiler's exit status; 0 means it built.")
+    signal: str | None = Field(description="Signal that ended the compiler, if one did.")
+    stdout: str
+    stderr: str = Field(description="The compiler's diagnostics, head and tail when long.")
+    duration_ms: float
+
+
 class ExecutionResult(BaseModel):
     """The result of one `execute_code` call."""
 
@@ -45,9 +55,37 @@ class ExecutionResult(BaseModel):
     stdout_truncated: bool
     stderr_truncated: bool
     timeout_seconds: float = Field(description="The deadline this run had, after clamping.")
+    compile: CompileInfo | None = Field(
+        default=None,
+        description="The build step, for compiled languages; null for interpreted ones. When "
+        "it failed the program did not run and exit_code is null.",
+    )
     notes: list[str] = Field(
         default_factory=list, description="Anything the caller should know about this run."
     )
+
+
+class DiagnosticInfo(BaseModel):
+    """One problem the checker found."""
+
+    line: int | None = Field(description="1-based line, when known.")
+    column: int | None = Field(description="1-based column, when known.")
+    severity: Literal["error", "warning", "note"]
+    message: str
+
+
+class ValidationReport(BaseModel):
+    """The result of one `validate_code` call."""
+
+    run_id: str
+    language: str
+    filename: str
+    valid: bool = Field(description="True when the checker found no error.")
+    diagnostics: list[DiagnosticInfo]
+    checker: str = Field(description="The tool that checked the code.")
+    duration_ms: float
+    limit: Limit | None = Field(description="A limit the checker itself hit, if any.")
+    notes: list[str] = Field(default_factory=list)
 
 
 class LanguageInfo(BaseModel):
@@ -61,6 +99,10 @@ class LanguageInfo(BaseModel):
     available: bool
     version: str | None
     reason: str | None = Field(description="Why the language is unavailable, when it is.")
+    compiled: bool = Field(description="Whether a build step runs before the program.")
+    remark: str | None = Field(
+        default=None, description="What to know about this runtime, e.g. that it is old."
+    )
 
 
 class LanguageList(BaseModel):

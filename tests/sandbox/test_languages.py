@@ -26,7 +26,8 @@ def test_unknown_language_lists_the_known_ones() -> None:
     with pytest.raises(UnknownLanguage) as raised:
         get_language("cobol")
 
-    assert str(raised.value) == "unknown language 'cobol'; known: python, javascript, bash"
+    assert str(raised.value).startswith("unknown language 'cobol'; known: python, javascript, ")
+    assert str(raised.value).endswith(", go, rust")
 
 
 def test_aliases_are_unique() -> None:
@@ -36,11 +37,87 @@ def test_aliases_are_unique() -> None:
 
 
 def test_node_heap_follows_the_memory_limit() -> None:
-    argv = get_language("javascript").command("main.js", ("a",), memory_mb=500)
+    language = get_language("javascript")
+    main = language.main_file("console.log(1)", None)
+    argv = language.command(language.run, language.values(main, "/w", memory_mb=500))
 
     assert "--max-old-space-size=300" in argv
-    assert argv[-2:] == ["main.js", "a"]
+    assert argv[-1] == "main.js"
     assert argv[0].startswith("/")
+
+
+@pytest.mark.parametrize(
+    ("code", "requested", "name", "entry"),
+    [
+        (
+            "public class Greeter { public static void main(String[] a) {} }",
+            None,
+            "Greeter.java",
+            "Greeter",
+        ),
+        (
+            "public class Greeter { public static void main(String[] a) {} }",
+            "Main.java",
+            "Greeter.java",
+            "Greeter",
+        ),
+        (
+            "class A {}\nclass Prog { static public void main(String[] a) {} }",
+            None,
+            "Prog.java",
+            "Prog",
+        ),
+        (
+            "public class Lib {}\nclass Runner { public static void main(String[] a) {} }",
+            None,
+            "Lib.java",
+            "Runner",
+        ),
+        ("class Main { public static void main(String[] a) {} }", "App.java", "App.java", "Main"),
+    ],
+)
+def test_java_file_and_entry_class(code: str, requested: str | None, name: str, entry: str) -> None:
+    main = get_language("java").main_file(code, requested)
+
+    assert (main.name, main.entry) == (name, entry)
+    assert bool(main.notes) == (requested is not None and requested != name)
+
+
+@pytest.mark.parametrize(
+    ("code", "name", "script", "entry"),
+    [
+        ('println("hi")', "main.kts", True, None),
+        ("fun main() {\n    println(1)\n}", "main.kt", False, "MainKt"),
+    ],
+)
+def test_kotlin_script_or_program(code: str, name: str, script: bool, entry: str | None) -> None:
+    main = get_language("kotlin").main_file(code, None)
+
+    assert (main.name, main.script, main.entry) == (name, script, entry)
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [
+        ("console.log(1)", "main.js"),
+        ("import fs from 'fs';\nconsole.log(1)", "main.mjs"),
+        ("export const x = 1;", "main.mjs"),
+        ("await Promise.resolve(1);", "main.mjs"),
+        ("async function f() {\n  await g();\n}", "main.js"),
+        ("const fs = require('fs'); // import later", "main.js"),
+    ],
+)
+def test_javascript_module_or_commonjs(code: str, name: str) -> None:
+    assert get_language("javascript").main_file(code, None).name == name
+
+
+def test_templates_fill_only_known_placeholders() -> None:
+    language = get_language("typescript")
+    main = language.main_file("let x = 1", None)
+    argv = language.command(language.run, language.values(main, "/w", memory_mb=512))
+
+    assert argv[-1] == "main.ts"
+    assert "{" in argv[-2]  # the inline runner's own braces survive
 
 
 @pytest.mark.parametrize("name", ["main.py", "App.java", "a-b_c.test.js", "x+y.sh"])

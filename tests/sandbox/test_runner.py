@@ -53,7 +53,9 @@ def pids_in(text: str) -> list[int]:
     [
         ("python", "print('hello from python')"),
         ("javascript", "console.log('hello from javascript')"),
-        ("bash", "echo hello from bash"),
+        # Long enough to be sampled: a run shorter than a few milliseconds may end before
+        # the first look at its memory (see README, peak_memory_bytes).
+        ("bash", "sleep 0.05; echo hello from bash"),
     ],
 )
 async def test_each_language_prints_hello(sandbox: Sandbox, language: str, code: str) -> None:
