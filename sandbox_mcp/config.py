@@ -49,6 +49,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _features(text: str) -> tuple[str, ...]:
+    names = tuple(sorted({part.strip() for part in text.split(",") if part.strip()}))
+    unknown = [name for name in names if name not in ("landlock", "seccomp")]
+    if unknown:
+        raise ValueError(
+            f"unknown feature {unknown[0]!r}; these can be turned off: landlock, seccomp"
+        )
+    return names
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in allowed:
@@ -180,6 +190,13 @@ OPTIONS: tuple[Option, ...] = (
         "off: snippets may open only Unix sockets",
     ),
     Option(
+        "disable",
+        "SANDBOX_DISABLE",
+        (),
+        _features,
+        "kernel layers to leave off (landlock, seccomp): for tests and broken kernels only",
+    ),
+    Option(
         "log_level",
         "SANDBOX_LOG_LEVEL",
         "info",
@@ -210,6 +227,7 @@ class Settings:
     uid_count: int = 64
     max_concurrent_runs: int = 8
     network: str = "off"
+    disable: tuple[str, ...] = ()
     log_level: str = "info"
 
     def __post_init__(self) -> None:

@@ -97,6 +97,11 @@ class Language:
     def default_filename(self) -> str:
         return self.default_stem + self.extension
 
+    @property
+    def runs_from_workdir(self) -> bool:
+        """Whether the program is a file built in the workdir, which must then allow exec."""
+        return self.run[0].startswith("{build}")
+
     def main_file(self, code: str, requested: str | None) -> MainFile:
         """The file the snippet is written to, given the caller's `filename` (or None)."""
         return self.namer(self, code, requested)

@@ -32,7 +32,7 @@ from sandbox_mcp.errors import (
     LauncherError,
     RuntimeUnavailable,
 )
-from sandbox_mcp.sandbox import _libc, landlock
+from sandbox_mcp.sandbox import _libc, landlock, posture
 from sandbox_mcp.sandbox import diagnostics as diagnostics_module
 from sandbox_mcp.sandbox import identity as identities
 from sandbox_mcp.sandbox.diagnostics import Diagnostic
@@ -46,10 +46,15 @@ from sandbox_mcp.sandbox.languages import (
     probe_runtime,
 )
 from sandbox_mcp.sandbox.output import StreamCapture
+from sandbox_mcp.sandbox.posture import Posture
 from sandbox_mcp.sandbox.spec import BuildOutcome, Limits, RunOutcome, RunSpec
 
 logger = logging.getLogger(__name__)
 
+_NOEXEC_FIX = (
+    "mount it with exec (docker run --tmpfs /tmp:exec,nosuid,nodev or SANDBOX_RUN_ROOT on an "
+    "exec-mounted filesystem)"
+)
 MAX_ARGS_BYTES = 64 * 1024
 MAX_ARGS = 1024
 MAX_STDIN_BYTES = 8 * 1024 * 1024
@@ -155,7 +160,9 @@ class Sandbox:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.identity = identities.choose(settings.identity, settings.uid_base, settings.uid_count)
-        self.landlock_abi = landlock.abi_version()
+        # The operator may turn a kernel layer off (SANDBOX_DISABLE); the posture says so.
+        self.landlock_abi = 0 if "landlock" in settings.disable else landlock.abi_version()
+        self.posture: Posture | None = None
         self._pool = (
             identities.UidPool(settings.uid_base, settings.uid_count)
             if self.identity.mode == "pool"
@@ -181,7 +188,21 @@ class Sandbox:
         if self._pool is not None:
             self._pool.claim()
         self._prepare_run_root()
+        self.posture = posture.measure(str(self.settings.run_root))
+        if not self.posture.run_root_exec:
+            logger.warning(
+                "run root %s is mounted noexec: %s cannot run their programs; %s",
+                self.settings.run_root,
+                ", ".join(language.id for language in LANGUAGES if language.runs_from_workdir),
+                _NOEXEC_FIX,
+            )
         self._prepared = True
+
+    @property
+    def seccomp_enabled(self) -> bool:
+        """Whether runs get the seccomp filter: the kernel has it and nobody turned it off."""
+        available = self.posture is None or self.posture.seccomp_available
+        return available and "seccomp" not in self.settings.disable
 
     async def start(self) -> None:
         """Prepare, start the launcher, and begin reading the runtimes' versions."""
@@ -221,7 +242,22 @@ class Sandbox:
             await asyncio.shield(self._probing)
         elif not self._runtimes:
             await self._probe_runtimes()
-        return [self._runtimes[language.id] for language in LANGUAGES]
+        infos = []
+        for language in LANGUAGES:
+            info = self._runtimes[language.id]
+            blocked = self._noexec_reason(language)
+            if info.available and blocked:
+                info = dataclasses.replace(info, available=False, reason=blocked)
+            infos.append(info)
+        return infos
+
+    def _noexec_reason(self, language: Language) -> str | None:
+        if self.posture is None or self.posture.run_root_exec or not language.runs_from_workdir:
+            return None
+        return (
+            f"the run root {self.settings.run_root} is mounted noexec, so a compiled program "
+            f"cannot be started from it; {_NOEXEC_FIX}"
+        )
 
     async def _probe_runtimes(self) -> None:
         infos = await asyncio.gather(
@@ -316,6 +352,37 @@ class Sandbox:
         )
         return result
 
+    async def probe_network(self) -> tuple[bool, str]:
+        """Ask a real sandboxed child to open an internet socket and connect to loopback.
+
+        Returns whether it could open the socket and what it saw. Only 127.0.0.1 is ever
+        tried, on the discard port; nothing leaves the machine.
+        """
+        code = (
+            "import socket\n"
+            "try:\n"
+            "    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
+            "except OSError as e:\n"
+            "    print('refused', e.strerror)\n"
+            "else:\n"
+            "    s.settimeout(1)\n"
+            "    try:\n"
+            "        s.connect(('127.0.0.1', 9))\n"
+            "        print('opened', 'connected to 127.0.0.1:9')\n"
+            "    except OSError as e:\n"
+            "        print('opened', 'connect to 127.0.0.1:9:', e.strerror)\n"
+        )
+        result = await self.run(RunRequest(language="python", code=code, timeout_seconds=10))
+        verdict, _, detail = result.stdout.strip().partition(" ")
+        return verdict == "opened", f"{verdict}: {detail}".strip() if verdict else result.stderr
+
+    def workdirs_present(self) -> int:
+        """How many workdirs exist under the run root right now."""
+        try:
+            return sum(1 for _ in self.settings.run_root.iterdir())
+        except OSError:
+            return 0
+
     def _workdir(self, run_id: str) -> str:
         return str(self.settings.run_root / run_id)
 
@@ -360,6 +427,9 @@ class Sandbox:
         self, name: str, code_text: str, filename: str | None, request: RunRequest | None
     ) -> _Prepared:
         language = get_language(name)
+        blocked = self._noexec_reason(language)
+        if blocked:
+            raise RuntimeUnavailable(f"{language.id} is not available here: {blocked}")
         if language.resolved_executable() is None:
             info = self._runtimes.get(language.id)
             reason = info.reason if info else f"{language.executable} not found on PATH"
@@ -435,6 +505,7 @@ class Sandbox:
             protected_pids=sorted({os.getpid(), os.getpgid(0), os.getppid(), self._launcher.pid}),
             build_argv=build_argv,
             output_bytes=settings.output_bytes,
+            seccomp=self.seccomp_enabled,
         )
 
     async def _execute(

@@ -54,6 +54,8 @@ class RunSpec:
     build_argv: list[str] | None = None
     # How much of each build output stream to keep (head and tail).
     output_bytes: int = 16 * 1024
+    # Whether to install the seccomp filter (off only when the operator turned it off).
+    seccomp: bool = True
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()

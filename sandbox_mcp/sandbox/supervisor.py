@@ -284,6 +284,8 @@ def _prepare_child(
     landlock.restrict(
         spec.landlock_abi, spec.workdir, os.path.dirname(spec.workdir), DEVICE_DIRS, spec.network
     )
+    if not spec.seccomp:
+        return
     seccomp.install(
         seccomp.FilterPolicy(
             protected_pids=(*spec.protected_pids, supervisor), network=spec.network

@@ -109,3 +109,48 @@ class LanguageList(BaseModel):
     """The result of `list_languages`."""
 
     languages: list[LanguageInfo]
+
+
+class KernelLayers(BaseModel):
+    """The kernel features the launcher found and whether runs get them."""
+
+    seccomp_available: bool
+    seccomp_used: bool = Field(description="Every run gets the seccomp filter.")
+    server_under_seccomp: str = Field(
+        description="The server's own seccomp mode: 'filter' under Docker's default profile."
+    )
+    landlock_abi: int = Field(description="The kernel's Landlock ABI; 0 when missing.")
+    landlock_used: bool
+    landlock_scopes_signals: bool = Field(
+        description="Runs cannot signal processes outside themselves (Landlock ABI 6+)."
+    )
+    no_new_privs: bool = Field(description="The server itself runs with no-new-privileges.")
+    capabilities: list[str] = Field(description="The server's effective capabilities.")
+
+
+class ServerInfo(BaseModel):
+    """The result of `server_info`: the sandbox's posture, measured, not declared."""
+
+    version: str
+    sdk_version: str
+    identity: Literal["pool", "shared"] = Field(
+        description="pool: each run has its own uid; shared: runs use the server's uid."
+    )
+    server_uid: int
+    uid_range: list[int] | None = Field(description="First and last uid of the pool.")
+    limits: dict[str, float | int | str]
+    root_filesystem_read_only: bool
+    run_root: str
+    run_root_exec: bool = Field(description="Programs built in a workdir can be started.")
+    unavailable_languages: dict[str, str] = Field(description="Language id -> reason.")
+    network_policy: Literal["off", "on"]
+    network_interfaces: list[str]
+    sandbox_can_open_inet_socket: bool = Field(
+        description="What a real sandboxed child observed, probing 127.0.0.1 only."
+    )
+    network_probe: str
+    kernel: KernelLayers
+    workdirs_present: int = Field(
+        description="Workdirs on disk now: the runs in flight; anything more is a leftover."
+    )
+    notes: list[str] = Field(description="Where this posture is weaker than the full one.")

@@ -5,6 +5,7 @@ registration, and the timeout's description is built from the settings in this c
 which string annotations could not see.
 """
 
+import importlib.metadata
 from typing import Annotated
 
 from mcp.server import MCPServer
@@ -12,6 +13,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
+from sandbox_mcp import __version__
 from sandbox_mcp.errors import SandboxError
 from sandbox_mcp.sandbox.languages import LANGUAGES
 from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox, ValidationResult
@@ -19,8 +21,10 @@ from sandbox_mcp.server.schema import (
     CompileInfo,
     DiagnosticInfo,
     ExecutionResult,
+    KernelLayers,
     LanguageInfo,
     LanguageList,
+    ServerInfo,
     ValidationReport,
 )
 
@@ -152,6 +156,40 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
 
     @server.tool(
         annotations=ToolAnnotations(
+            title="Report the sandbox's security posture",
+            read_only_hint=True,
+            destructive_hint=False,
+            idempotent_hint=True,
+            open_world_hint=False,
+        ),
+    )
+    async def server_info() -> Annotated[CallToolResult, ServerInfo]:
+        """Report what this sandbox really runs in, measured now: identity mode and uids,
+        limits, read-only root, whether compiled programs can run, the network policy and
+        what a sandboxed child actually observed when it tried a socket (loopback only),
+        and the kernel layers in use (seccomp, Landlock). Call it to check the isolation
+        before trusting it."""
+        try:
+            info = await posture_report(sandbox)
+        except SandboxError as exc:
+            raise ToolError(str(exc)) from exc
+        lines = [
+            f"sandbox-mcp {info.version} (MCP SDK {info.sdk_version}), identity {info.identity}"
+            f" (server uid {info.server_uid})",
+            f"network {info.network_policy}; sandboxed socket probe: {info.network_probe}",
+            f"root filesystem read-only: {info.root_filesystem_read_only}; "
+            f"run root {info.run_root} exec: {info.run_root_exec}",
+            f"seccomp: {info.kernel.seccomp_used}; Landlock ABI {info.kernel.landlock_abi}, "
+            f"used: {info.kernel.landlock_used}",
+            *(f"note: {note}" for note in info.notes),
+        ]
+        return CallToolResult(
+            content=[TextContent(type="text", text="\n".join(lines))],
+            structured_content=info.model_dump(mode="json"),
+        )
+
+    @server.tool(
+        annotations=ToolAnnotations(
             title="List the languages this sandbox runs",
             read_only_hint=True,
             destructive_hint=False,
@@ -178,6 +216,95 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
                 for info in await sandbox.runtimes()
             ]
         )
+
+
+async def posture_report(sandbox: Sandbox) -> ServerInfo:
+    """Gather the posture from the core and shape it as `ServerInfo`."""
+    settings = sandbox.settings
+    posture = sandbox.posture
+    assert posture is not None, "the sandbox was not prepared"  # noqa: S101
+    identity = sandbox.identity
+    can_open, probe = await sandbox.probe_network()
+    runtimes = await sandbox.runtimes()
+    landlock_used = sandbox.landlock_abi > 0
+
+    notes = []
+    if identity.mode == "shared":
+        notes.append(
+            "runs share the server's uid: they see each other's processes in /proc and share "
+            "one process limit; use pool mode (--cap-add SETUID --cap-add SETGID) to separate"
+        )
+    if not landlock_used:
+        notes.append(
+            "no Landlock: runs may write anywhere their uid may, read other workdirs of the "
+            "same uid, and (shared mode) signal other runs"
+        )
+    elif sandbox.landlock_abi < 6:
+        notes.append("Landlock ABI below 6: signals between concurrent runs are not scoped")
+    if not sandbox.seccomp_enabled:
+        notes.append(
+            "no seccomp filter: the network policy, the refusal of ptrace, SysV IPC, keyrings, "
+            "memfd and io_uring, and the protection of the server's pids are all off"
+        )
+    if settings.network == "off" and can_open:
+        notes.append("the network is meant to be off but a sandboxed child opened a socket")
+    if not posture.run_root_exec:
+        notes.append("the run root is noexec: compiled languages are unavailable")
+
+    return ServerInfo(
+        version=__version__,
+        sdk_version=_sdk_version(),
+        identity=identity.mode,  # type: ignore[arg-type]
+        server_uid=identity.server_uid,
+        uid_range=None
+        if identity.uid_base is None or identity.uid_count is None
+        else [identity.uid_base, identity.uid_base + identity.uid_count - 1],
+        limits={
+            "timeout_seconds": settings.timeout,
+            "max_timeout_seconds": settings.max_timeout,
+            "memory_mb": settings.memory_mb,
+            "cpu_seconds": settings.cpu_seconds,
+            "max_processes": settings.max_processes,
+            "max_open_files": settings.max_open_files,
+            "max_file_bytes": settings.max_file_bytes,
+            "max_disk_bytes": settings.max_disk_bytes,
+            "output_bytes": settings.output_bytes,
+            "max_output_bytes": settings.max_output_bytes,
+            "max_code_bytes": settings.max_code_bytes,
+            "max_concurrent_runs": settings.max_concurrent_runs,
+        },
+        root_filesystem_read_only=posture.root_read_only,
+        run_root=str(settings.run_root),
+        run_root_exec=posture.run_root_exec,
+        unavailable_languages={
+            info.language.id: info.reason or "unavailable"
+            for info in runtimes
+            if not info.available
+        },
+        network_policy=settings.network,  # type: ignore[arg-type]
+        network_interfaces=list(posture.network_interfaces),
+        sandbox_can_open_inet_socket=can_open,
+        network_probe=probe,
+        kernel=KernelLayers(
+            seccomp_available=posture.seccomp_available,
+            seccomp_used=sandbox.seccomp_enabled,
+            server_under_seccomp=posture.server_seccomp,
+            landlock_abi=posture.landlock_abi,
+            landlock_used=landlock_used,
+            landlock_scopes_signals=sandbox.landlock_abi >= 6,
+            no_new_privs=posture.no_new_privs,
+            capabilities=list(posture.capabilities),
+        ),
+        workdirs_present=sandbox.workdirs_present(),
+        notes=notes,
+    )
+
+
+def _sdk_version() -> str:
+    try:
+        return importlib.metadata.version("mcp")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _structured(result: RunResult) -> ExecutionResult:
