@@ -380,6 +380,21 @@ async def test_nothing_is_left_after_the_battery(client: Client) -> None:
 
     assert info["workdirs_present"] == 0
     assert leftovers["stdout"].strip() == "0"
+    assert _processes_of_pool_uids() == []
+
+
+def _processes_of_pool_uids() -> list[int]:
+    # Seen from outside the container's pid namespace: no process holds a pool uid.
+    pool = range(62800, 62800 + 64)
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid in pool:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 async def test_every_language_runs_in_the_container(client: Client) -> None:
