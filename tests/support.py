@@ -22,6 +22,16 @@ def process_exists(pid: int) -> bool:
 IS_ROOT = os.geteuid() == 0
 
 
+def uid_base(slot: int) -> int:
+    """A uid pool range for this test session's `slot`th server.
+
+    Derived from the pid, so that two test sessions on one machine (two checkouts, a
+    developer and CI) claim different ranges instead of refusing each other's. Above 100000:
+    clear of system and login accounts, and of nobody (65534).
+    """
+    return 100000 + 64 * (slot + 4 * (os.getpid() % 1000))
+
+
 def server_command() -> str:
     """The `sandbox-mcp` console script of the environment running the tests."""
     return str(Path(sys.executable).parent / "sandbox-mcp")
@@ -33,7 +43,12 @@ def server_params(run_root: Path, *prefix: str, **env: str) -> StdioServerParame
     return StdioServerParameters(
         command=command[0],
         args=command[1:],
-        env={"SANDBOX_RUN_ROOT": str(run_root), "SANDBOX_LOG_LEVEL": "info", **env},
+        env={
+            "SANDBOX_RUN_ROOT": str(run_root),
+            "SANDBOX_LOG_LEVEL": "info",
+            "SANDBOX_UID_BASE": str(uid_base(0)),
+            **env,
+        },
     )
 
 

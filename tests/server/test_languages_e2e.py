@@ -11,7 +11,7 @@ import pytest
 from mcp import Client
 
 from sandbox_mcp.sandbox.languages import LANGUAGES
-from tests.support import server_params
+from tests.support import server_params, uid_base
 
 pytestmark = pytest.mark.anyio
 
@@ -198,7 +198,7 @@ async def client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clie
 
     run_root = Path("/tmp") / f"sandbox-mcp-langs-{secrets.token_hex(4)}"
     try:
-        async with Client(server_params(run_root, SANDBOX_UID_BASE="62000")) as connected:
+        async with Client(server_params(run_root, SANDBOX_UID_BASE=str(uid_base(2)))) as connected:
             yield connected
     finally:
         leftovers = list(run_root.iterdir()) if run_root.exists() else []
