@@ -26,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     configure_logging(settings.log_level)
+    for adjustment in settings.adjustments():
+        logger.warning("%s", adjustment)
 
     # Imported here so that `--version` and a bad setting answer without loading the SDK.
     from sandbox_mcp.sandbox.runner import Sandbox

@@ -232,7 +232,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.timeout > self.max_timeout:
-            # The default must itself be allowed; clamp it rather than refuse to start.
+            # The default must itself be allowed; clamp it rather than refuse to start, and
+            # say so (see `adjustments`).
+            object.__setattr__(self, "_asked_timeout", self.timeout)
             object.__setattr__(self, "timeout", self.max_timeout)
         if not self.run_root.is_absolute():
             raise ConfigurationError(f"SANDBOX_RUN_ROOT must be absolute, got {self.run_root}")
@@ -242,6 +244,16 @@ class Settings:
             )
         if self.output_bytes > self.max_output_bytes:
             raise ConfigurationError("SANDBOX_OUTPUT_BYTES cannot exceed SANDBOX_MAX_OUTPUT_BYTES")
+
+    def adjustments(self) -> list[str]:
+        """Settings that were changed to be consistent, in words for the log."""
+        asked = getattr(self, "_asked_timeout", None)
+        if asked is None:
+            return []
+        return [
+            f"SANDBOX_TIMEOUT {asked:g} is above SANDBOX_MAX_TIMEOUT {self.max_timeout:g}: "
+            f"runs default to {self.max_timeout:g} s; raise SANDBOX_MAX_TIMEOUT to allow more"
+        ]
 
     @property
     def memory_bytes(self) -> int:

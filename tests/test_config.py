@@ -68,3 +68,11 @@ def test_readme_documents_every_setting() -> None:
     for option in OPTIONS:
         assert f"`{option.env}`" in readme, option.env
         assert f"`{option.flag}`" in readme, option.flag
+
+
+def test_a_clamped_default_timeout_is_reported() -> None:
+    settings, _ = Settings.load([], {"SANDBOX_TIMEOUT": "90"})
+
+    assert settings.timeout == 30
+    assert "SANDBOX_TIMEOUT 90 is above SANDBOX_MAX_TIMEOUT 30" in settings.adjustments()[0]
+    assert Settings.load([], {})[0].adjustments() == []

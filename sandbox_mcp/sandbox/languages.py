@@ -109,7 +109,7 @@ class Language:
     def validation_source(self, code: str) -> tuple[str, int]:
         """The code the checker sees, and by how many lines it was shifted down."""
         if self.validate_wrapper is None or (
-            self.program_pattern and re.search(self.program_pattern, code)
+            self.program_pattern and re.search(self.program_pattern, _without_comments(code))
         ):
             return code, 0
         prefix, suffix = self.validate_wrapper
@@ -163,33 +163,71 @@ def _fill(template: str, values: Mapping[str, str]) -> str:
 
 # --- how some languages name their main file -------------------------------------------------
 
-_JAVA_PUBLIC_CLASS = re.compile(
-    r"^\s*public\s+(?:(?:final|abstract|strictfp)\s+)*(?:class|interface|enum|record)\s+(\w+)",
+_C_COMMENTS_AND_STRINGS = re.compile(
+    r"//[^\n]*|/\*.*?\*/|\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\\\n])*'|`(?:\\.|[^`\\])*`",
+    re.DOTALL,
+)
+
+
+def _without_comments(code: str) -> str:
+    """The code with comments and string literals blanked (kept as spaces, so that line
+    structure and positions survive): what declarations and keywords are really there."""
+    return _C_COMMENTS_AND_STRINGS.sub(lambda match: re.sub(r"[^\n]", " ", match.group()), code)
+
+
+_JAVA_PUBLIC_TYPE = re.compile(
+    r"^\s*public\s+(?:(?:final|abstract|strictfp|sealed)\s+)*(?:class|interface|enum|record)\s+(\w+)",
     re.MULTILINE,
 )
-_JAVA_TYPE = re.compile(r"\b(?:class|interface|enum|record)\s+(\w+)")
-_JAVA_MAIN = re.compile(r"\bstatic\s+(?:final\s+)?(?:public\s+)?void\s+main\s*\(")
+_JAVA_TOKEN = re.compile(
+    r"\b(?:class|interface|enum|record)\s+(\w+)|\bstatic\b[^;{}()]*\bvoid\s+main\s*\(|[{}]"
+)
+_JAVA_PACKAGE = re.compile(r"^\s*package\s+([\w.]+)\s*;", re.MULTILINE)
+
+
+def _java_main_class(code: str) -> str | None:
+    """The (binary) name of the class declaring `static void main(`, found by following
+    the nesting of braces, so that a class declared earlier or inside is not mistaken."""
+    stack: list[tuple[str, int]] = []  # (class name, brace depth of its body)
+    pending: str | None = None
+    depth = 0
+    for token in _JAVA_TOKEN.finditer(code):
+        text = token.group()
+        if token.group(1):
+            pending = token.group(1)
+        elif text == "{":
+            depth += 1
+            if pending is not None:
+                stack.append((pending, depth))
+                pending = None
+        elif text == "}":
+            if stack and stack[-1][1] == depth:
+                stack.pop()
+            depth -= 1
+        elif stack:
+            return "$".join(name for name, _ in stack)
+    return None
 
 
 def _java_name(language: Language, code: str, requested: str | None) -> MainFile:
-    # javac insists that a public class lives in a file of its name, so a public class names
-    # the file whatever the caller asked for. The class to start is the one declaring main(),
-    # which need not be that one, nor be called Main.
-    public = _JAVA_PUBLIC_CLASS.search(code)
-    main = _JAVA_MAIN.search(code)
-    entry = None
-    if main is not None:
-        declared = [m for m in _JAVA_TYPE.finditer(code) if m.start() < main.start()]
-        entry = declared[-1].group(1) if declared else None
+    # javac insists that a public top-level class lives in a file of its name, so it names
+    # the file whatever the caller asked for. The class to start is the one declaring
+    # main(), which need not be that one, nor be called Main, and may sit in a package.
+    plain = _without_comments(code)
+    public = _JAVA_PUBLIC_TYPE.search(plain)
+    entry = _java_main_class(plain)
+    package = _JAVA_PACKAGE.search(plain)
 
     if public is not None:
         stem = public.group(1)
     elif requested is not None:
         stem = check_filename(requested).rsplit(".", 1)[0]
     else:
-        stem = entry or language.default_stem
+        stem = (entry or language.default_stem).split("$")[0]
     name = stem + ".java"
     entry = entry or stem
+    if package is not None:
+        entry = f"{package.group(1)}.{entry}"
 
     if requested is not None and check_filename(requested) != name:
         note = f"filename {requested!r} replaced by {name}: javac wants public class {stem} there"
@@ -197,9 +235,9 @@ def _java_name(language: Language, code: str, requested: str | None) -> MainFile
     return MainFile(name, entry=entry)
 
 
-# Module syntax at the top level: an import, an export, or an await outside any function
-# (told apart, roughly, by not being indented).
-_ES_MODULE = re.compile(r"^(?:import\s*[\w{*'\"]|export\s|await\s)", re.MULTILINE)
+# Module syntax at the top level: an import, an export, or an await on a line that is not
+# indented (a rough but useful sign of being outside any function).
+_ES_MODULE = re.compile(r"^(?:import\s*[\w{*'\"]|export\s|(?:[^\s].*)?\bawait\b)", re.MULTILINE)
 
 
 def _javascript_name(language: Language, code: str, requested: str | None) -> MainFile:
@@ -207,22 +245,31 @@ def _javascript_name(language: Language, code: str, requested: str | None) -> Ma
     # module, which the .mjs extension says without a package.json.
     if requested is not None:
         return MainFile(check_filename(requested))
-    if _ES_MODULE.search(code):
+    if _ES_MODULE.search(_without_comments(code)):
         return MainFile("main.mjs")
     return MainFile(language.default_filename)
 
 
-_KOTLIN_MAIN = re.compile(r"^\s*fun\s+main\s*\(", re.MULTILINE)
+_KOTLIN_TOP_MAIN = re.compile(r"^(?:suspend\s+)?fun\s+main\s*\(", re.MULTILINE)
+_KOTLIN_OBJECT_MAIN = re.compile(
+    r"^(?:object\s+(\w+)|(?:data\s+)?class\s+(\w+)).*?@JvmStatic\s+(?:suspend\s+)?fun\s+main\s*\(",
+    re.MULTILINE | re.DOTALL,
+)
 
 
 def _kotlin_name(language: Language, code: str, requested: str | None) -> MainFile:
-    # A file with a top-level main() is a program (main.kt, whose class Kotlin names MainKt);
-    # anything else runs as a script (main.kts).
+    # A file with a top-level main() is a program (main.kt, whose class Kotlin names MainKt),
+    # and so is one whose object or companion declares a @JvmStatic main (that class is
+    # started); anything else runs as a script (main.kts).
+    plain = _without_comments(code)
     stem = "main" if requested is None else check_filename(requested).rsplit(".", 1)[0]
-    if not _KOTLIN_MAIN.search(code):
-        return MainFile(stem + ".kts", script=True)
-    identifier = re.sub(r"\W", "_", stem)
-    return MainFile(stem + ".kt", entry=identifier[:1].upper() + identifier[1:] + "Kt")
+    if _KOTLIN_TOP_MAIN.search(plain):
+        identifier = re.sub(r"\W", "_", stem)
+        return MainFile(stem + ".kt", entry=identifier[:1].upper() + identifier[1:] + "Kt")
+    holder = _KOTLIN_OBJECT_MAIN.search(plain)
+    if holder is not None:
+        return MainFile(stem + ".kt", entry=holder.group(1) or holder.group(2))
+    return MainFile(stem + ".kts", script=True)
 
 
 # --- the registry ----------------------------------------------------------------------------
@@ -362,8 +409,11 @@ LANGUAGES: tuple[Language, ...] = (
             "--strict",
             "--target",
             "es2022",
+            # ES modules, so that top-level await and imports check as they run.
             "--module",
-            "commonjs",
+            "es2022",
+            "--moduleResolution",
+            "node",
             "--lib",
             "es2022,dom",
             "{file}",
@@ -372,7 +422,13 @@ LANGUAGES: tuple[Language, ...] = (
         env={"NODE_DISABLE_COLORS": "1", "NO_COLOR": "1"},
         # Debian has no Node type definitions: to the checker `require` and `process` are
         # unknown names, though they exist when the code runs.
-        validate_ignore=(r"\bTS25(80|91|92)\b", r"Cannot find name '(require|process|module)'"),
+        validate_ignore=(
+            r"\bTS25(80|91|92)\b",
+            r"Cannot find name '(require|process|module|__dirname|__filename|Buffer)'",
+            r"TS2307: Cannot find module '(node:)?(assert|buffer|child_process|crypto|events|fs"
+            r"|fs/promises|http|https|net|os|path|process|readline|stream|timers|timers/promises"
+            r"|url|util|worker_threads|zlib)'",
+        ),
         oom_patterns=(r"JavaScript heap out of memory", r"Reached heap limit"),
         remark="Debian 12 ships TypeScript 4.8; a run transpiles without checking types, "
         "validate_code checks them",
@@ -467,10 +523,26 @@ LANGUAGES: tuple[Language, ...] = (
         # A file with main() is compiled to classes first; a script (.kts) is compiled and
         # run in one step (see _kotlin_name).
         build=("kotlinc", "{file}", "-d", "{build}"),
-        run=("kotlin", "-cp", "{build}", "{entry}"),
-        script_run=("kotlinc", "-script", "{file}"),
-        version=("kotlinc", "-version"),
-        version_pattern=r"kotlinc-jvm (\S+)",
+        # The JVM directly, not the `kotlin` and `kotlinc` wrappers, which take any `-J...`
+        # argument for themselves, the program's own too. After `--` the compiler passes
+        # every argument on to the script.
+        run=("java", *_JVM, "-cp", "{build}:/usr/share/java/kotlin-stdlib.jar", "{entry}"),
+        script_run=(
+            "java",
+            *_JVM,
+            "-cp",
+            "/usr/share/kotlin/kotlinc/lib/kotlin-preloader.jar",
+            "org.jetbrains.kotlin.preloading.Preloader",
+            "-cp",
+            "/usr/share/kotlin/kotlinc/lib/kotlin-compiler.jar",
+            "org.jetbrains.kotlin.cli.jvm.K2JVMCompiler",
+            "-script",
+            "{file}",
+            "--",
+        ),
+        # kotlinc -version says "1.3-SNAPSHOT" in Debian's build; the package knows better.
+        version=("dpkg-query", "-W", "-f=${Version}", "kotlin"),
+        version_pattern=r"^(\d+\.\d+\.\d+)",
         validate=("kotlinc", "{file}", "-d", "{tmp}/validate"),
         aliases=("kt", "kts"),
         # kotlinc passes the JVM -noverify, which JDK 17 warns about on every run.
@@ -550,11 +622,23 @@ LANGUAGES: tuple[Language, ...] = (
         name="C (GCC)",
         extension=".c",
         executable="gcc",
-        build=("gcc", "-O2", "-std=gnu17", "-Wall", "-o", "{build}/{stem}", "{file}", "-lm"),
+        # -x c: the language is the caller's choice, whatever the file name's extension says.
+        build=(
+            "gcc",
+            "-x",
+            "c",
+            "-O2",
+            "-std=gnu17",
+            "-Wall",
+            "-o",
+            "{build}/{stem}",
+            "{file}",
+            "-lm",
+        ),
         run=("{build}/{stem}",),
         version=("gcc", "--version"),
         version_pattern=r"\) (\d+\.\d+\.\d+)",
-        validate=("gcc", "-fsyntax-only", "-std=gnu17", "-Wall", "{file}"),
+        validate=("gcc", "-x", "c", "-fsyntax-only", "-std=gnu17", "-Wall", "{file}"),
         oom_patterns=(r"Cannot allocate memory",),
         heap_share=1.0,
     ),
@@ -563,11 +647,21 @@ LANGUAGES: tuple[Language, ...] = (
         name="C++ (GCC)",
         extension=".cpp",
         executable="g++",
-        build=("g++", "-O2", "-std=gnu++17", "-Wall", "-o", "{build}/{stem}", "{file}"),
+        build=(
+            "g++",
+            "-x",
+            "c++",
+            "-O2",
+            "-std=gnu++17",
+            "-Wall",
+            "-o",
+            "{build}/{stem}",
+            "{file}",
+        ),
         run=("{build}/{stem}",),
         version=("g++", "--version"),
         version_pattern=r"\) (\d+\.\d+\.\d+)",
-        validate=("g++", "-fsyntax-only", "-std=gnu++17", "-Wall", "{file}"),
+        validate=("g++", "-x", "c++", "-fsyntax-only", "-std=gnu++17", "-Wall", "{file}"),
         aliases=("c++", "cxx", "cc"),
         oom_patterns=(r"std::bad_alloc", r"Cannot allocate memory"),
         heap_share=1.0,

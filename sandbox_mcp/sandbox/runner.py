@@ -505,6 +505,7 @@ class Sandbox:
             protected_pids=sorted({os.getpid(), os.getpgid(0), os.getppid(), self._launcher.pid}),
             build_argv=build_argv,
             output_bytes=settings.output_bytes,
+            max_output_bytes=settings.max_output_bytes,
             seccomp=self.seccomp_enabled,
         )
 
@@ -594,8 +595,8 @@ class Sandbox:
         limit = outcome.limit
         if limit is None and outcome.ran:
             limit = _limit_from_output(language, outcome, err.text, spec.limits)
-        elif limit is None and compiled is not None and language.is_out_of_memory(compiled.stderr):
-            limit = "memory"
+        elif limit is None and compiled is not None:
+            limit = _limit_from_build(language, compiled)
 
         notes = list(prepared.main.notes)
         if compiled is not None and not outcome.ran:
@@ -753,6 +754,17 @@ def _shifted(found: Diagnostic, lines: int) -> Diagnostic:
         return found
     line = found.line - lines
     return dataclasses.replace(found, line=line if line >= 1 else None)
+
+
+def _limit_from_build(language: Language, build: BuildOutcome) -> str | None:
+    # Compilers have their own words for the limits they run into.
+    if build.signal == "SIGXFSZ" or "File too large" in build.stderr:
+        return "file_size"
+    if language.is_out_of_memory(build.stderr) or re.search(
+        r"out of memory|Cannot allocate memory|OutOfMemoryError", build.stderr
+    ):
+        return "memory"
+    return None
 
 
 def _limit_from_output(

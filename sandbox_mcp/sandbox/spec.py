@@ -52,8 +52,10 @@ class RunSpec:
     protected_pids: list[int] = field(default_factory=list)
     # Compiles the program first, in the same sandbox and under the same deadline.
     build_argv: list[str] | None = None
-    # How much of each build output stream to keep (head and tail).
+    # How much of each build output stream to keep (head and tail), and how much the build
+    # may write before it is killed.
     output_bytes: int = 16 * 1024
+    max_output_bytes: int = 16 * 1024 * 1024
     # Whether to install the seccomp filter (off only when the operator turned it off).
     seccomp: bool = True
 

@@ -74,6 +74,8 @@ class _Watch:
     fork_rss: int = 0
     build: BuildOutcome | None = None
     program: _Step | None = None
+    # The build's output files while it runs: the output limit applies to them too.
+    build_outputs: tuple[int, ...] = ()
     errors: list[str] = field(default_factory=list)
     steps: list[_Step] = field(default_factory=list)
 
@@ -135,7 +137,9 @@ def _build(spec: RunSpec, control: socket.socket, watch: _Watch) -> BuildOutcome
     stderr = os.memfd_create("build-stderr", os.MFD_CLOEXEC)
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
+        watch.build_outputs = (stdout, stderr)
         step = _run_step(spec, spec.build_argv, (null, stdout, stderr), control, watch)
+        watch.build_outputs = ()
         _kill_everything(watch, spec.uid is not None)
         out = _captured(stdout, spec.output_bytes)
         err = _captured(stderr, spec.output_bytes)
@@ -252,6 +256,14 @@ def _start(spec: RunSpec, argv: list[str], stdio: tuple[int, int, int]) -> int:
 def _prepare_child(
     spec: RunSpec, stdio: tuple[int, int, int], supervisor: int, error_write: int
 ) -> None:
+    # Every signal back to its default and none blocked: Python ignores SIGPIPE and SIGXFSZ
+    # and the launcher SIGINT, and exec would hand those on (a pipeline would not end on
+    # SIGPIPE, the file size limit would not kill).
+    for number in range(1, signal.NSIG):
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
     # Its own session and process group, stdio from the server's pipes, nothing else open.
     os.setsid()
     for target, fd in enumerate(stdio):
@@ -270,8 +282,10 @@ def _prepare_child(
     limits = spec.limits
     _setrlimit(resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1)
     # A data limit, not an address-space one: V8, the JVM and Go reserve far more address
-    # space than they use, and RLIMIT_AS would stop them at startup.
-    _setrlimit(resource.RLIMIT_DATA, limits.memory_bytes)
+    # space than they use, and RLIMIT_AS would stop them at startup. Twice the memory limit,
+    # because every thread's stack counts at its full reserved size (8 MB by default): the
+    # run's real memory is held to the limit by the watchdog's PSS samples.
+    _setrlimit(resource.RLIMIT_DATA, 2 * limits.memory_bytes)
     _setrlimit(resource.RLIMIT_NPROC, _process_limit(spec))
     _setrlimit(resource.RLIMIT_NOFILE, limits.max_open_files)
     _setrlimit(resource.RLIMIT_FSIZE, limits.max_file_bytes)
@@ -369,6 +383,11 @@ def _over_limit(spec: RunSpec, watch: _Watch, now: float, next_disk: float) -> b
     if tree.rss_bytes > spec.limits.memory_bytes:
         watch.limit = "memory"
         return True
+    if watch.build_outputs:
+        written = sum(os.fstat(fd).st_size for fd in watch.build_outputs)
+        if written > spec.max_output_bytes:
+            watch.limit = "output"
+            return True
     if now >= next_disk and _disk_usage(spec.workdir) > spec.limits.max_disk_bytes:
         watch.limit = "disk"
         return True

@@ -6,7 +6,9 @@ which string annotations could not see.
 """
 
 import importlib.metadata
-from typing import Annotated
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -28,7 +30,15 @@ from sandbox_mcp.server.schema import (
     ValidationReport,
 )
 
+_Tool = TypeVar("_Tool", bound=Callable[..., Any])
+
 _LANGUAGE_IDS = ", ".join(language.id for language in LANGUAGES)
+
+
+def _clean_doc(function: _Tool) -> _Tool:
+    # The docstring is the description the model reads: without the source's indentation.
+    function.__doc__ = inspect.cleandoc(function.__doc__ or "")
+    return function
 
 
 def register(server: MCPServer, sandbox: Sandbox) -> None:
@@ -45,6 +55,7 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
             open_world_hint=not network_closed,
         ),
     )
+    @_clean_doc
     async def execute_code(
         language: Annotated[
             str,
@@ -111,6 +122,7 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
             open_world_hint=False,
         ),
     )
+    @_clean_doc
     async def validate_code(
         language: Annotated[
             str,
@@ -163,6 +175,7 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
             open_world_hint=False,
         ),
     )
+    @_clean_doc
     async def server_info() -> Annotated[CallToolResult, ServerInfo]:
         """Report what this sandbox really runs in, measured now: identity mode and uids,
         limits, read-only root, whether compiled programs can run, the network policy and
@@ -197,6 +210,7 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
             open_world_hint=False,
         ),
     )
+    @_clean_doc
     async def list_languages() -> LanguageList:
         """List every language with its runtime version and whether it is available here."""
         return LanguageList(

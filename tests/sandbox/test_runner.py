@@ -624,3 +624,66 @@ async def test_the_rest_of_the_filesystem_stays_readable(sandbox: Sandbox) -> No
 
     assert result.stdout == "root\nok\n" or result.stdout.endswith("ok\n")
     assert result.exit_code == 0
+
+
+async def test_snippets_start_with_default_signal_dispositions(sandbox: Sandbox) -> None:
+    # Python ignores SIGPIPE and SIGXFSZ for itself; a snippet must not inherit that.
+    result = await run(
+        sandbox, "bash", "yes | head -n1\necho ${PIPESTATUS[@]}\ngrep SigIgn /proc/self/status"
+    )
+
+    assert result.stdout.splitlines()[:2] == ["y", "141 0"]
+    assert result.stdout.splitlines()[2].split()[1] == "0000000000000000"
+
+
+async def test_file_size_limit_kills_a_native_writer_with_sigxfsz(run_root: Path) -> None:
+    box = await start_sandbox(run_root, max_file_bytes=1024 * 1024)
+    try:
+        code = (
+            '#include <stdio.h>\nint main(void) {\n    FILE *f = fopen("big", "w");\n'
+            '    for (int i = 0; i < 4096; i++) fputs("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'
+            "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+            'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\\n", f);\n'
+            "    fclose(f);\n    return 0;\n}\n"
+        )
+        result = await run(box, "c", code.replace("4096", "40960"))
+    finally:
+        await box.close()
+
+    assert result.signal == "SIGXFSZ"
+    assert result.limit == "file_size"
+
+
+async def test_a_build_that_floods_its_output_is_killed(run_root: Path) -> None:
+    box = await start_sandbox(run_root, max_output_bytes=1024 * 1024, output_bytes=4096)
+    try:
+        code = (
+            '#define Z "'
+            + "x" * 1000
+            + '"\n'
+            + "#pragma message Z\n" * 4000
+            + "int main(void) {}\n"
+        )
+        result = await run(box, "c", code, timeout_seconds=20)
+    finally:
+        await box.close()
+
+    assert result.limit == "output"
+    assert result.compile is not None
+    assert result.exit_code is None
+
+
+async def test_a_jvm_starts_dozens_of_threads_under_the_default_limits(sandbox: Sandbox) -> None:
+    code = (
+        "import java.util.concurrent.*;\nclass Main {\n"
+        "    public static void main(String[] a) throws Exception {\n"
+        "        ExecutorService pool = Executors.newFixedThreadPool(64);\n"
+        "        CountDownLatch all = new CountDownLatch(64);\n"
+        "        for (int i = 0; i < 64; i++) pool.submit(() -> { all.countDown();"
+        " try { all.await(); } catch (InterruptedException e) {} });\n"
+        "        all.await();\n        pool.shutdown();\n"
+        '        System.out.println("64 threads");\n    }\n}\n'
+    )
+    result = await run(sandbox, "java", code, timeout_seconds=20)
+
+    assert result.stdout == "64 threads\n", result.stderr

@@ -362,3 +362,47 @@ async def test_list_languages_reports_every_runtime_with_a_real_version(client: 
     assert languages["kotlin"]["version"].startswith("1.3")
     assert languages["c"]["compiled"] is True
     assert languages["python"]["compiled"] is False
+
+
+async def test_kotlin_arguments_reach_the_program_not_the_compiler(client: Client) -> None:
+    script = await execute(client, "kotlin", "println(args.toList())", args=["-v", "-J-Xmx2g"])
+    program = await execute(
+        client,
+        "kotlin",
+        "fun main(args: Array<String>) {\n    println(args.toList())\n}\n",
+        args=["-v", "-J-Xmx2g"],
+    )
+
+    assert script["stdout"] == "[-v, -J-Xmx2g]\n", script
+    assert program["stdout"] == "[-v, -J-Xmx2g]\n", program
+
+
+async def test_java_main_class_found_past_comments_nested_classes_and_packages(
+    client: Client,
+) -> None:
+    code = (
+        "package demo;\n\n// The class Helper { is not here\npublic class Main {\n"
+        "    static class Helper {}\n"
+        '    public static void main(String[] a) { System.out.println("packaged"); }\n}\n'
+    )
+    content = await execute(client, "java", code)
+
+    assert content["stdout"] == "packaged\n", content
+
+
+async def test_typescript_validate_agrees_with_what_runs(client: Client) -> None:
+    code = (
+        "import * as fs from 'fs';\n"
+        "const n = await Promise.resolve(fs.existsSync('.'));\nconsole.log(n);\n"
+    )
+    content = await execute(client, "typescript", code)
+    report = await validate(client, "typescript", code)
+
+    assert content["stdout"] == "true\n", content
+    assert report["valid"] is True, report
+
+
+async def test_scala_script_mentioning_main_in_a_comment_validates(client: Client) -> None:
+    report = await validate(client, "scala", "// no def main(args) here\nprintln(1 + 1)\n")
+
+    assert report["valid"] is True, report
