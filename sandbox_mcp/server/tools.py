@@ -35,6 +35,18 @@ _Tool = TypeVar("_Tool", bound=Callable[..., Any])
 _LANGUAGE_IDS = ", ".join(language.id for language in LANGUAGES)
 
 
+def _annotations(title: str, *, read_only: bool, open_world: bool = False) -> ToolAnnotations:
+    # What the tool does to the world, for clients that ask before calling: nothing here
+    # destroys anything; a run changes state (its own sandbox) and may differ each time.
+    return ToolAnnotations(
+        title=title,
+        read_only_hint=read_only,
+        destructive_hint=False,
+        idempotent_hint=read_only,
+        open_world_hint=open_world,
+    )
+
+
 def _clean_doc(function: _Tool) -> _Tool:
     # The docstring is the description the model reads: without the source's indentation.
     function.__doc__ = inspect.cleandoc(function.__doc__ or "")
@@ -47,13 +59,9 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
     network_closed = settings.network == "off"
 
     @server.tool(
-        annotations=ToolAnnotations(
-            title="Execute code in a sandbox",
-            read_only_hint=False,
-            destructive_hint=False,
-            idempotent_hint=False,
-            open_world_hint=not network_closed,
-        ),
+        annotations=_annotations(
+            "Execute code in a sandbox", read_only=False, open_world=not network_closed
+        )
     )
     @_clean_doc
     async def execute_code(
@@ -113,15 +121,7 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
             structured_content=_structured(result).model_dump(mode="json"),
         )
 
-    @server.tool(
-        annotations=ToolAnnotations(
-            title="Check code without running it",
-            read_only_hint=True,
-            destructive_hint=False,
-            idempotent_hint=True,
-            open_world_hint=False,
-        ),
-    )
+    @server.tool(annotations=_annotations("Check code without running it", read_only=True))
     @_clean_doc
     async def validate_code(
         language: Annotated[
@@ -166,15 +166,7 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
             structured_content=structured.model_dump(mode="json"),
         )
 
-    @server.tool(
-        annotations=ToolAnnotations(
-            title="Report the sandbox's security posture",
-            read_only_hint=True,
-            destructive_hint=False,
-            idempotent_hint=True,
-            open_world_hint=False,
-        ),
-    )
+    @server.tool(annotations=_annotations("Report the sandbox's security posture", read_only=True))
     @_clean_doc
     async def server_info() -> Annotated[CallToolResult, ServerInfo]:
         """Report what this sandbox really runs in, measured now: identity mode and uids,
@@ -201,15 +193,7 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
             structured_content=info.model_dump(mode="json"),
         )
 
-    @server.tool(
-        annotations=ToolAnnotations(
-            title="List the languages this sandbox runs",
-            read_only_hint=True,
-            destructive_hint=False,
-            idempotent_hint=True,
-            open_world_hint=False,
-        ),
-    )
+    @server.tool(annotations=_annotations("List the languages this sandbox runs", read_only=True))
     @_clean_doc
     async def list_languages() -> LanguageList:
         """List every language with its runtime version and whether it is available here."""
