@@ -18,6 +18,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,12 +32,20 @@ pytestmark = [
 ]
 
 
+# The checkout whose server is tested. When it lies under /tmp (a CI clone, say), the fresh
+# tmpfs would hide it: it is carried over through /mnt, read-only, as an image's files are.
+CHECKOUT = str(Path(server_command()).parent.parent.parent)
+
+
 def container(tmp_options: str) -> tuple[str, ...]:
     """The docker flags, as namespaces and mounts: read-only root, tmpfs /tmp, no network."""
+    keep = CHECKOUT.startswith("/tmp/")
     mounts = (
         "mount --rbind / / && mount -o remount,bind,ro / && "
-        f"mount -t tmpfs -o {tmp_options},nosuid,nodev,size=2g,mode=1777 tmpfs /tmp && "
-        'ip link set lo up && exec "$@"'
+        + (f"mount -n --bind {CHECKOUT} /mnt && " if keep else "")
+        + f"mount -t tmpfs -o {tmp_options},nosuid,nodev,size=2g,mode=1777 tmpfs /tmp && "
+        + (f"mkdir -p {CHECKOUT} && mount -n --move /mnt {CHECKOUT} && " if keep else "")
+        + 'ip link set lo up && exec "$@"'
     )
     return (
         "unshare",

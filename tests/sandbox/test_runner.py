@@ -66,7 +66,14 @@ async def test_each_language_prints_hello(sandbox: Sandbox, language: str, code:
     assert result.limit is None
     assert result.signal is None
     assert result.duration_ms > 0
-    assert result.peak_memory_bytes > 0
+
+
+async def test_peak_memory_is_measured(sandbox: Sandbox) -> None:
+    # Sampled: a run must live a little for its footprint to be seen (see the README).
+    code = "import time\nblock = b'x' * (80 * 1024 * 1024)\ntime.sleep(0.5)"
+    result = await run(sandbox, "python", code)
+
+    assert 80 * 1024 * 1024 < result.peak_memory_bytes < 200 * 1024 * 1024
 
 
 async def test_exit_code_and_stderr_are_reported(sandbox: Sandbox) -> None:
