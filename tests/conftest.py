@@ -23,4 +23,5 @@ def run_root() -> Iterator[Path]:
     yield path
     leftovers = list(path.iterdir()) if path.exists() else []
     shutil.rmtree(path, ignore_errors=True)
+    path.with_name(path.name + ".lock").unlink(missing_ok=True)
     assert not leftovers, f"workdirs left behind: {leftovers}"

@@ -24,10 +24,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sandbox_mcp.config import Settings
 from sandbox_mcp.errors import (
     CodeTooLarge,
+    ConfigurationError,
     InvalidRequest,
     LauncherError,
     RuntimeUnavailable,
@@ -172,6 +174,7 @@ class Sandbox:
         self._runtimes: dict[str, RuntimeInfo] = {}
         self._launcher: subprocess.Popen[bytes] | None = None
         self._prepared = False
+        self._root_lock: int | None = None
         self._probing: asyncio.Future[None] | None = None
         self._channel: socket.socket | None = None
 
@@ -187,7 +190,12 @@ class Sandbox:
         _make_dumpable(False)
         if self._pool is not None:
             self._pool.claim()
-        self._prepare_run_root()
+        try:
+            self._prepare_run_root()
+        except BaseException:
+            if self._pool is not None:
+                self._pool.release_claim()
+            raise
         self.posture = posture.measure(str(self.settings.run_root))
         if not self.posture.run_root_exec:
             logger.warning(
@@ -234,6 +242,12 @@ class Sandbox:
             self._launcher = None
         if self._pool is not None:
             self._pool.release_claim()
+        # An empty run root is this server's alone; one that still holds something is not.
+        with contextlib.suppress(OSError):
+            self.settings.run_root.rmdir()
+        if self._root_lock is not None:
+            os.close(self._root_lock)
+            self._root_lock = None
         self._prepared = False
 
     async def runtimes(self) -> list[RuntimeInfo]:
@@ -643,6 +657,9 @@ class Sandbox:
 
     def _prepare_run_root(self) -> None:
         root = self.settings.run_root
+        # Startup removes what a dead server left in the run root: that must never be the
+        # workdirs of a live one. A lock next to the root says whose it is.
+        self._root_lock = _lock_beside(root)
         root.mkdir(parents=True, exist_ok=True)
         # Pool-mode runs create their workdirs themselves, as their own uid: the root is
         # writable by all and sticky, and not listable, like a private /tmp.
@@ -735,6 +752,21 @@ async def _await_exit(loop: asyncio.AbstractEventLoop, control: socket.socket) -
     except TimeoutError:
         return False
     return True
+
+
+def _lock_beside(root: Path) -> int:
+    """Hold an exclusive lock on `<root>.lock`, or raise `ConfigurationError`."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{root}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigurationError(
+            f"the run root {root} is in use by another sandbox-mcp; give each server its own "
+            "SANDBOX_RUN_ROOT"
+        ) from None
+    return fd
 
 
 def _sealed_memfd(name: str, data: bytes) -> int:

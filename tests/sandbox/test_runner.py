@@ -694,3 +694,12 @@ async def test_a_jvm_starts_dozens_of_threads_under_the_default_limits(sandbox: 
     result = await run(sandbox, "java", code, timeout_seconds=20)
 
     assert result.stdout == "64 threads\n", result.stderr
+
+
+async def test_a_second_server_cannot_take_the_same_run_root(sandbox: Sandbox) -> None:
+    from sandbox_mcp.errors import ConfigurationError
+
+    # Its startup would clear the first one's live workdirs as leftovers.
+    rival = Sandbox(replace(BASE, run_root=sandbox.settings.run_root, uid_base=BASE.uid_base + 64))
+    with pytest.raises(ConfigurationError, match=r"run root .* is in use by another sandbox-mcp"):
+        rival.prepare()

@@ -203,6 +203,7 @@ async def client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clie
     finally:
         leftovers = list(run_root.iterdir()) if run_root.exists() else []
         shutil.rmtree(run_root, ignore_errors=True)
+        run_root.with_name(run_root.name + ".lock").unlink(missing_ok=True)
         assert not leftovers, leftovers
 
 
