@@ -115,7 +115,7 @@ class Launcher:
                 break
             self.supervisors.discard(pid)
 
-        for pid in _children_of_self():
+        for pid in children(os.getpid()):
             if pid not in self.supervisors:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -139,10 +139,6 @@ def _drain(fd: int) -> None:
     with contextlib.suppress(BlockingIOError):
         while os.read(fd, 4096):
             pass
-
-
-def _children_of_self() -> list[int]:
-    return children(os.getpid())
 
 
 def main(argv: list[str]) -> int:

@@ -560,7 +560,7 @@ class Sandbox:
             pending.control.close()
 
         if flood.tripped and outcome.limit in (None, "cancelled"):
-            outcome = _replace(outcome, limit="output")
+            outcome = dataclasses.replace(outcome, limit="output")
         return outcome, stdout, stderr, gone
 
     def _open(self, spec: RunSpec, code: bytes, stdin: bytes) -> _Pending:
@@ -830,10 +830,6 @@ def _failed_outcome(error: str) -> RunOutcome:
         peak_processes=0,
         error=error,
     )
-
-
-def _replace(outcome: RunOutcome, **changes: object) -> RunOutcome:
-    return dataclasses.replace(outcome, **changes)  # type: ignore[arg-type]
 
 
 def _make_dumpable(dumpable: bool) -> None:
