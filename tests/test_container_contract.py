@@ -4,11 +4,12 @@ The server is started the way `docker run --read-only --tmpfs /tmp --network non
 ALL --security-opt no-new-privileges` starts it: in its own mount, network and pid
 namespaces, with a read-only root, a fresh tmpfs on /tmp, only a loopback interface, and then
 either as uid 65534 with no capabilities (shared mode) or as root with only SETUID and SETGID
-(the privilege-separated pool mode). A battery of hostile snippets runs through the official
-MCP client in both; after each the server must still serve.
+(the privilege-separated pool mode), under Docker's default seccomp profile (loaded by
+tests/docker_seccomp.py). A battery of hostile snippets runs through the official MCP client
+in both; after each the server must still serve.
 
-What is not reproduced here: Docker's default seccomp profile and AppArmor profile (the
-server needs no call they forbid except what it probes for, and reports their absence).
+What is not reproduced here: Docker's AppArmor profile (docker-default), which confines
+mounts, /proc and /sys writes that the namespaces and the read-only root already refuse.
 Needs root, to make the namespaces; the non-root test pass skips it, saying so.
 """
 
@@ -77,10 +78,29 @@ MODES = {
     "shared": NOBODY,
     "pool": PRIVILEGE_SEPARATED,
 }
+CAPABILITIES = {"shared": "", "pool": "SETUID,SETGID"}
+
+# Put in place by scripts/install-runtimes, from the distribution's copy of Docker's source.
+DOCKER_PROFILE = Path("/usr/local/share/sandbox-mcp/docker-default-seccomp.json")
+
+
+def docker_seccomp(mode: str) -> tuple[str, ...]:
+    """Docker's default seccomp profile for the mode's capabilities, as `docker run` loads it."""
+    if not DOCKER_PROFILE.is_file():
+        pytest.fail(f"{DOCKER_PROFILE} is missing: run scripts/install-runtimes as root")
+    loader = Path(CHECKOUT) / "tests" / "docker_seccomp.py"
+    return (
+        "/usr/bin/python3",
+        str(loader),
+        str(DOCKER_PROFILE),
+        "--caps",
+        CAPABILITIES[mode],
+        "--",
+    )
 
 
 def params(mode: str, tmp_options: str = "exec", **env: str) -> StdioServerParameters:
-    command = [*container(tmp_options), *MODES[mode], server_command()]
+    command = [*container(tmp_options), *MODES[mode], *docker_seccomp(mode), server_command()]
     return StdioServerParameters(
         command=command[0],
         args=command[1:],
@@ -321,6 +341,13 @@ CASES = [
         "print('refused' if ctypes.CDLL(None).ptrace(16, os.getppid(), 0, 0) == -1 else 'ALLOWED')",
         refused,
     ),
+    Case(
+        "user namespace",
+        "python",
+        "import ctypes\nok = ctypes.CDLL(None).unshare(0x10000000) == 0\n"
+        "print('ALLOWED' if ok else 'refused')",
+        refused,
+    ),
     Case("busy loop to the deadline", "bash", "while :; do :; done", limit("timeout"), 2),
 ]
 
@@ -469,6 +496,7 @@ async def test_server_info_reports_the_measured_posture(mode: str) -> None:
     assert info["kernel"]["no_new_privs"] is True
     assert info["kernel"]["capabilities"] == ([] if mode == "shared" else ["SETGID", "SETUID"])
     assert info["kernel"]["seccomp_used"] is True
+    assert info["kernel"]["server_under_seccomp"] == "filter"
     assert info["kernel"]["landlock_used"] is (info["kernel"]["landlock_abi"] > 0)
 
 

@@ -8,6 +8,11 @@ It denies what no snippet needs and what would let one reach beyond its run:
   and are shared by uid), memfd_create and memfd_secret (unmapped pages of a memory file
   count in no process's memory, so they would slip past the memory limit);
 - the kernel keyrings (add_key, keyctl, request_key), which persist per uid across runs;
+- new namespaces (unshare, setns, and clone with a CLONE_NEW* flag): an unprivileged user
+  namespace hands a snippet capabilities over kernel code that is otherwise out of reach, a
+  steady source of privilege escalations. Docker's default profile refuses them too; this
+  filter also holds when the server runs outside a container. clone3 passes its flags in
+  memory the filter cannot read, so it answers ENOSYS and the C library falls back to clone;
 - signals to the server, the launcher, the run's supervisor or to every process at once
   (kill(-1)), by pid compared against the filter's constants;
 - pidfd_send_signal, whose target is a file descriptor the filter cannot see: runtimes that
@@ -38,6 +43,7 @@ from sandbox_mcp.sandbox import _libc
 _LD_W_ABS = 0x20
 _JEQ_K = 0x15
 _JGE_K = 0x35
+_JSET_K = 0x45
 _RET_K = 0x06
 
 _RET_KILL_PROCESS = 0x80000000
@@ -76,6 +82,8 @@ _EPERM = (
     "add_key",
     "request_key",
     "keyctl",
+    "unshare",
+    "setns",
 )
 # Refused with ENOSYS, "not implemented": callers that can do without fall back.
 _ENOSYS = (
@@ -85,7 +93,11 @@ _ENOSYS = (
     "pidfd_send_signal",
     "memfd_create",
     "memfd_secret",
+    "clone3",
 )
+# CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID |
+# CLONE_NEWNET: the flags in clone's first argument (on x86_64 and aarch64) that make namespaces.
+_CLONE_NEW_NAMESPACES = 0x7E020000
 _SIGNAL_CALLS = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open")
 
 
@@ -151,10 +163,16 @@ def build_filter(policy: FilterPolicy, machine: str = _libc.MACHINE) -> bytes:
         program.jump_if(_JEQ_K, numbers[name], "eperm")
     for name in _ENOSYS:
         program.jump_if(_JEQ_K, numbers[name], "enosys")
+    program.jump_if(_JEQ_K, numbers["clone"], "clone")
     if not policy.network:
         program.jump_if(_JEQ_K, numbers["socket"], "socket")
     for name in _SIGNAL_CALLS:
         program.jump_if(_JEQ_K, numbers[name], "signal")
+    program.ret(_RET_ALLOW)
+
+    program.label("clone")
+    program.load(_OFF_ARG0_LOW)
+    program.jump_if(_JSET_K, _CLONE_NEW_NAMESPACES, "eperm")
     program.ret(_RET_ALLOW)
 
     program.label("socket")

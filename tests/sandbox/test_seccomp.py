@@ -82,6 +82,33 @@ def test_ptrace_and_io_uring_are_refused() -> None:
     assert out.splitlines() == ["ptrace -1 1", "io_uring -1 38"]
 
 
+def test_new_namespaces_are_refused_and_threads_and_processes_still_start() -> None:
+    out = run_filtered(
+        """
+        import subprocess, threading
+        libc = ctypes.CDLL(None, use_errno=True)
+        print('unshare', libc.unshare(0x10000000), ctypes.get_errno())
+        print('setns', libc.setns(0, 0), ctypes.get_errno())
+        clone = _libc.syscall_number('clone')
+        print('clone user ns', libc.syscall(clone, 0x10000000 | 17, 0, 0, 0, 0), ctypes.get_errno())
+        print('clone3', libc.syscall(_libc.syscall_number('clone3'), 0, 0), ctypes.get_errno())
+        worker = threading.Thread(target=print, args=('thread ran',))
+        worker.start()
+        worker.join()
+        print('child exit', subprocess.run(['/bin/true']).returncode)
+        """
+    )
+
+    assert out.splitlines() == [
+        "unshare -1 1",
+        "setns -1 1",
+        "clone user ns -1 1",
+        "clone3 -1 38",
+        "thread ran",
+        "child exit 0",
+    ]
+
+
 def test_network_off_allows_only_unix_sockets() -> None:
     out = run_filtered(
         """
