@@ -190,6 +190,13 @@ OPTIONS: tuple[Option, ...] = (
         "off: snippets may open only Unix sockets",
     ),
     Option(
+        "warm",
+        "SANDBOX_WARM",
+        "python",
+        _choice("python", "off"),
+        "python: Python runs fork an interpreter started in advance; off: every run execs one",
+    ),
+    Option(
         "disable",
         "SANDBOX_DISABLE",
         (),
@@ -227,6 +234,7 @@ class Settings:
     uid_count: int = 64
     max_concurrent_runs: int = 8
     network: str = "off"
+    warm: str = "python"
     disable: tuple[str, ...] = ()
     log_level: str = "info"
 

@@ -2,9 +2,14 @@
 
 The MCP server is threaded (its transports use worker threads), and forking a threaded
 process to run Python code before exec is unsafe. So the server starts this process once, at
-startup, and sends it each run over a Unix socket: a JSON `RunSpec` and the run's descriptors
-(stdin, stdout, stderr, the control socket, the payload). The launcher forks, and the child
-becomes the run's supervisor. Forking this small process costs about a millisecond.
+startup, and sends it each run over a Unix socket: the run's descriptors (stdin, stdout,
+stderr, the control socket, the payload, and the JSON `RunSpec` in a memory file). The
+launcher forks, and the child reads the spec and becomes the run's supervisor. Forking this
+small process costs about a millisecond.
+
+The launcher itself never reads a spec: what one run asked for (its arguments, say) must not
+linger in memory that the next run's processes are forked from. That matters for the warm
+launcher (warm.py), whose snippets run in a fork of it.
 
 It is a child subreaper: if a supervisor ever died before its run's processes, they would be
 re-parented here, and the launcher kills any child it did not start itself. When the server
@@ -30,8 +35,9 @@ from sandbox_mcp.sandbox.processes import children
 from sandbox_mcp.sandbox.spec import RunSpec
 from sandbox_mcp.sandbox.supervisor import RunFds, supervise
 
-_FDS_PER_RUN = 5
-_MAX_MESSAGE = 256 * 1024
+_FDS_PER_RUN = 6
+# What the server sends with the descriptors: a fixed marker, never run data.
+RUN_MESSAGE = b"run"
 
 
 class Launcher:
@@ -66,7 +72,7 @@ class Launcher:
         fds = array.array("i")
         try:
             data, ancillary, _flags, _addr = self.channel.recvmsg(
-                _MAX_MESSAGE, socket.CMSG_SPACE(_FDS_PER_RUN * fds.itemsize)
+                len(RUN_MESSAGE), socket.CMSG_SPACE(_FDS_PER_RUN * fds.itemsize)
             )
         except (ConnectionResetError, BrokenPipeError):
             data, ancillary = b"", []
@@ -81,10 +87,10 @@ class Launcher:
             for fd in fds:
                 os.close(fd)
             return
-        self.fork_supervisor(RunSpec.from_json(data), list(fds))
+        self.fork_supervisor(list(fds))
 
-    def fork_supervisor(self, spec: RunSpec, fds: list[int]) -> None:
-        stdin, stdout, stderr, control_fd, payload = fds
+    def fork_supervisor(self, fds: list[int]) -> None:
+        stdin, stdout, stderr, control_fd, payload, spec_fd = fds
         pid = os.fork()
         if pid == 0:
             status = 0
@@ -94,6 +100,8 @@ class Launcher:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGTERM)
                 control = socket.socket(fileno=control_fd)
+                spec = RunSpec.from_json(_read_all(spec_fd))
+                os.close(spec_fd)
                 supervise(spec, RunFds(stdin, stdout, stderr, payload), control)
             except BaseException:
                 status = 1
@@ -135,6 +143,13 @@ class Launcher:
             time.sleep(0.01)
 
 
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _drain(fd: int) -> None:
     with contextlib.suppress(BlockingIOError):
         while os.read(fd, 4096):
@@ -142,7 +157,12 @@ def _drain(fd: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    channel = socket.socket(fileno=int(argv[1]))
+    return serve(int(argv[1]))
+
+
+def serve(fd: int) -> int:
+    """Be the launcher on the inherited socket `fd` until the server goes away."""
+    channel = socket.socket(fileno=fd)
     channel.setblocking(True)
 
     # Die with the server, stay out of its way: no core, no ptrace, no reparented orphans.

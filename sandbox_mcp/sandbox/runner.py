@@ -34,7 +34,7 @@ from sandbox_mcp.errors import (
     LauncherError,
     RuntimeUnavailable,
 )
-from sandbox_mcp.sandbox import _libc, landlock, posture
+from sandbox_mcp.sandbox import _libc, landlock, posture, warm
 from sandbox_mcp.sandbox import diagnostics as diagnostics_module
 from sandbox_mcp.sandbox import identity as identities
 from sandbox_mcp.sandbox.diagnostics import Diagnostic
@@ -47,6 +47,7 @@ from sandbox_mcp.sandbox.languages import (
     get_language,
     probe_runtime,
 )
+from sandbox_mcp.sandbox.launcher import RUN_MESSAGE
 from sandbox_mcp.sandbox.output import StreamCapture
 from sandbox_mcp.sandbox.posture import Posture
 from sandbox_mcp.sandbox.spec import BuildOutcome, Limits, RunOutcome, RunSpec
@@ -172,11 +173,12 @@ class Sandbox:
         )
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
         self._runtimes: dict[str, RuntimeInfo] = {}
-        self._launcher: subprocess.Popen[bytes] | None = None
+        self._launcher: _LauncherProcess | None = None
+        # The warm launcher for Python runs (warm.py), when SANDBOX_WARM allows it.
+        self._template: _LauncherProcess | None = None
         self._prepared = False
         self._root_lock: int | None = None
         self._probing: asyncio.Future[None] | None = None
-        self._channel: socket.socket | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -207,6 +209,11 @@ class Sandbox:
         self._prepared = True
 
     @property
+    def warm_pid(self) -> int | None:
+        """The pid of the warm Python template, when Python runs are warm."""
+        return self._template.pid if self._template is not None else None
+
+    @property
     def seccomp_enabled(self) -> bool:
         """Whether runs get the seccomp filter: the kernel has it and nobody turned it off."""
         available = self.posture is None or self.posture.seccomp_available
@@ -215,7 +222,11 @@ class Sandbox:
     async def start(self) -> None:
         """Prepare, start the launcher, and begin reading the runtimes' versions."""
         self.prepare()
-        self._start_launcher()
+        self._launcher = _LauncherProcess.start(
+            [sys.executable, "-I", "-m", "sandbox_mcp.sandbox.launcher"],
+            {"PATH": SNIPPET_PATH, "LANG": "C.UTF-8"},
+        )
+        self._template = self._start_template()
         # Reading versions starts a JVM or two and takes seconds: it goes on in the
         # background, and only list_languages waits for it.
         self._probing = asyncio.ensure_future(self._probe_runtimes())
@@ -231,15 +242,10 @@ class Sandbox:
         if self._probing is not None:
             self._probing.cancel()
             self._probing = None
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
-        if self._launcher is not None:
-            try:
-                await asyncio.to_thread(self._launcher.wait, 10)
-            except subprocess.TimeoutExpired:
-                self._launcher.kill()
-            self._launcher = None
+        for launcher in (self._template, self._launcher):
+            if launcher is not None:
+                await launcher.stop()
+        self._launcher = self._template = None
         if self._pool is not None:
             self._pool.release_claim()
         # An empty run root is this server's alone; one that still holds something is not.
@@ -304,7 +310,10 @@ class Sandbox:
             build, run = language.commands(main)
             argv = [*language.command(run, values), *request.args]
             build_argv = language.command(build, values) if build else None
-            return self._spec(run_id, language, main, values, argv, build_argv, timeout, uid)
+            spec = self._spec(run_id, language, main, values, argv, build_argv, timeout, uid)
+            if self._template is not None and language.id == "python":
+                spec = dataclasses.replace(spec, warm=True)
+            return spec
 
         spec, outcome, stdout, stderr = await self._launch(
             language, spec_for, prepared.code, prepared.stdin, "run"
@@ -483,18 +492,7 @@ class Sandbox:
     ) -> RunSpec:
         settings = self.settings
         workdir = self._workdir(run_id)
-        env = {
-            "PATH": SNIPPET_PATH,
-            "HOME": workdir,
-            "PWD": workdir,
-            "TMPDIR": values["tmp"],
-            "LANG": "C.UTF-8",
-            "LC_ALL": "C.UTF-8",
-            "TERM": "dumb",
-            "USER": "sandbox",
-            "LOGNAME": "sandbox",
-            **language.environment(values),
-        }
+        env = {**_snippet_environment(workdir, values["tmp"]), **language.environment(values)}
         limits = Limits(
             timeout_seconds=timeout,
             cpu_seconds=settings.cpu_seconds,
@@ -505,6 +503,7 @@ class Sandbox:
             max_disk_bytes=settings.max_disk_bytes,
         )
         assert self._launcher is not None, "Sandbox.start() was not called"  # noqa: S101
+        launchers = [self._launcher.pid] + ([self._template.pid] if self._template else [])
         return RunSpec(
             run_id=run_id,
             argv=argv,
@@ -516,7 +515,7 @@ class Sandbox:
             gid=uid,
             network=settings.network == "on",
             landlock_abi=self.landlock_abi,
-            protected_pids=sorted({os.getpid(), os.getpgid(0), os.getppid(), self._launcher.pid}),
+            protected_pids=sorted({os.getpid(), os.getpgid(0), os.getppid(), *launchers}),
             build_argv=build_argv,
             output_bytes=settings.output_bytes,
             max_output_bytes=settings.max_output_bytes,
@@ -570,13 +569,22 @@ class Sandbox:
         control, control_remote = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         stdin_fd = _sealed_memfd("stdin", stdin)
         payload_fd = _sealed_memfd("payload", code)
-        child_fds = [stdin_fd, stdout_write, stderr_write, control_remote.fileno(), payload_fd]
+        spec_fd = _sealed_memfd("spec", spec.to_json())
+        child_fds = [
+            stdin_fd,
+            stdout_write,
+            stderr_write,
+            control_remote.fileno(),
+            payload_fd,
+            spec_fd,
+        ]
 
         try:
-            if self._channel is None:
+            launcher = self._template if spec.warm else self._launcher
+            if launcher is None:
                 raise LauncherError("the launcher is not running")
-            self._channel.sendmsg(
-                [spec.to_json()],
+            launcher.channel.sendmsg(
+                [RUN_MESSAGE],
                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", child_fds))],
             )
         except OSError as exc:
@@ -585,7 +593,7 @@ class Sandbox:
             control.close()
             raise LauncherError(f"could not hand the run to the launcher: {exc}") from exc
         finally:
-            for fd in (stdin_fd, stdout_write, stderr_write, payload_fd):
+            for fd in (stdin_fd, stdout_write, stderr_write, payload_fd, spec_fd):
                 os.close(fd)
             control_remote.close()
 
@@ -670,18 +678,23 @@ class Sandbox:
             if stale.exists():
                 logger.warning("stale workdir %s could not be removed", stale)
 
-    def _start_launcher(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._launcher = subprocess.Popen(
-            [sys.executable, "-I", "-m", "sandbox_mcp.sandbox.launcher", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,  # never the MCP channel
-            env={"PATH": SNIPPET_PATH, "LANG": "C.UTF-8"},
-            cwd="/",
-        )
-        theirs.close()
-        self._channel = ours
+    def _start_template(self) -> _LauncherProcess | None:
+        """Start the warm launcher on the snippets' own Python, or say why not."""
+        python = get_language("python")
+        interpreter = python.resolved_executable()
+        if self.settings.warm != "python" or interpreter is None:
+            return None
+        # The environment every Python run gets, with placeholders where a run has its own
+        # values: it is what /proc/self/environ shows a warm snippet (see warm.py).
+        env = {**_snippet_environment("/", "/tmp"), **python.environment({})}
+        package_parent = str(Path(__file__).resolve().parent.parent.parent)
+        try:
+            return _LauncherProcess.start(
+                [interpreter, "-u", "-B", "-c", warm.BOOTSTRAP], env, package_parent
+            )
+        except OSError as exc:
+            logger.warning("warm Python runs are off: the template did not start: %s", exc)
+            return None
 
 
 class _FloodGuard:
@@ -767,6 +780,60 @@ def _lock_beside(root: Path) -> int:
             "SANDBOX_RUN_ROOT"
         ) from None
     return fd
+
+
+def _snippet_environment(workdir: str, tmp: str) -> dict[str, str]:
+    """The whole environment of a run but its language's own variables: nothing inherited."""
+    return {
+        "PATH": SNIPPET_PATH,
+        "HOME": workdir,
+        "PWD": workdir,
+        "TMPDIR": tmp,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TERM": "dumb",
+        "USER": "sandbox",
+        "LOGNAME": "sandbox",
+    }
+
+
+@dataclass
+class _LauncherProcess:
+    """A launcher (launcher.py, or warm.py's template) and the socket that feeds it runs."""
+
+    process: subprocess.Popen[bytes]
+    channel: socket.socket
+
+    @classmethod
+    def start(cls, command: list[str], env: dict[str, str], *args: str) -> _LauncherProcess:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            process = subprocess.Popen(
+                [*command, str(theirs.fileno()), *args],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,  # never the MCP channel
+                env=env,
+                cwd="/",
+            )
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return cls(process, ours)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def stop(self) -> None:
+        """Close the channel: the launcher ends its runs, removes their workdirs and exits."""
+        self.channel.close()
+        try:
+            await asyncio.to_thread(self.process.wait, 10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
 
 
 def _sealed_memfd(name: str, data: bytes) -> int:

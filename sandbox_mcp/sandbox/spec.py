@@ -58,6 +58,9 @@ class RunSpec:
     max_output_bytes: int = 16 * 1024 * 1024
     # Whether to install the seccomp filter (off only when the operator turned it off).
     seccomp: bool = True
+    # Run the program inside the snippet process instead of exec'ing its runtime: only a warm
+    # launcher, whose interpreter is the runtime, is sent such a spec (see warm.py).
+    warm: bool = False
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()

@@ -23,7 +23,7 @@ import stat
 import time
 from dataclasses import dataclass, field
 
-from sandbox_mcp.sandbox import _libc, landlock, processes, seccomp
+from sandbox_mcp.sandbox import _libc, landlock, processes, seccomp, warm
 from sandbox_mcp.sandbox.output import CapturedText, StreamCapture
 from sandbox_mcp.sandbox.spec import BuildOutcome, RunOutcome, RunSpec
 
@@ -229,11 +229,14 @@ def _start(spec: RunSpec, argv: list[str], stdio: tuple[int, int, int]) -> int:
     """Fork and exec `argv`. Returns its pid once exec has succeeded, or raises."""
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
     supervisor = os.getpid()
+    in_process = spec.warm and argv == spec.argv
 
     pid = os.fork()
     if pid == 0:  # the snippet-to-be: set everything up, then exec
         try:
             _prepare_child(spec, stdio, supervisor, error_write)
+            if in_process:
+                warm.run_program(argv, spec.env, error_write)
             os.execve(argv[0], argv, spec.env)
         except BaseException as exc:
             try:
@@ -241,7 +244,8 @@ def _start(spec: RunSpec, argv: list[str], stdio: tuple[int, int, int]) -> int:
             finally:
                 os._exit(127)
 
-    # Exec closes the error pipe (close-on-exec): EOF with no message means it succeeded.
+    # Exec closes the error pipe (close-on-exec), as does a warm start once it is ready: EOF
+    # with no message means it succeeded.
     os.close(error_write)
     try:
         message = os.read(error_read, 4096)

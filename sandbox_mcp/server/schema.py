@@ -153,4 +153,7 @@ class ServerInfo(BaseModel):
     workdirs_present: int = Field(
         description="Workdirs on disk now: the runs in flight; anything more is a leftover."
     )
+    warm_languages: list[str] = Field(
+        description="Languages whose runs fork an interpreter started in advance (SANDBOX_WARM)."
+    )
     notes: list[str] = Field(description="Where this posture is weaker than the full one.")
