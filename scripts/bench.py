@@ -168,10 +168,11 @@ def parse_plan(argv: Sequence[str] | None = None) -> Plan:
         "--uid-base",
         metavar="UID",
         type=int,
-        # Clear of the tests' ranges (100000 + 64 * up to 4000), so a benchmark and a test
-        # session on one machine do not refuse each other's pool.
-        default=400000 + 64 * (os.getpid() % 4096),
-        help="first uid of the server's pool in pool mode (default: derived from the pid)",
+        # Above the tests' ranges (100000 + 64 * up to 4000), so that a benchmark and a test
+        # session on one machine do not refuse each other's pool. Fixed, not per process: the
+        # server leaves a lock file per uid, and two benchmarks at once measure nothing anyway.
+        default=400000,
+        help="first uid of the server's pool in pool mode (default: %(default)s)",
     )
     parser.add_argument(
         "--smoke", action="store_true", help="everything tiny, for CI: checks, not timings"
