@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
+import subprocess  # nosec B404 # each call is judged where it is made
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -767,7 +767,7 @@ def probe_runtime(language: Language, timeout: float = 30.0) -> RuntimeInfo:
         with tempfile.TemporaryDirectory(
             prefix="sandbox-mcp-probe-", ignore_cleanup_errors=True
         ) as home:
-            completed = subprocess.run(
+            completed = subprocess.run(  # nosec B603 # the registry's own argv, no request data
                 language.command(language.version, {}),
                 capture_output=True,
                 text=True,

@@ -21,7 +21,7 @@ import secrets
 import shutil
 import socket
 import stat
-import subprocess
+import subprocess  # nosec B404 # each call is judged where it is made
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -679,7 +679,7 @@ class Sandbox:
 
     def _start_launcher(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._launcher = subprocess.Popen(
+        self._launcher = subprocess.Popen(  # nosec B603 # this interpreter and our own module
             [sys.executable, "-I", "-m", "sandbox_mcp.sandbox.launcher", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
