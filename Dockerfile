@@ -14,10 +14,17 @@ ARG DEBIAN_IMAGE=debian:12-slim
 FROM ${DEBIAN_IMAGE} AS build
 COPY scripts/install-runtimes /usr/local/sbin/install-runtimes
 RUN install-runtimes --image python && rm -rf /var/lib/apt/lists/*
+# Exactly the audited versions: every file is checked against the lock's hashes (made by
+# scripts/lock), the build backend included, so nothing unhashed is fetched to build the
+# server either.
+COPY requirements/runtime.txt /src/requirements/runtime.txt
+RUN python3 -m venv /opt/sandbox-mcp \
+    && /opt/sandbox-mcp/bin/pip install --no-cache-dir --disable-pip-version-check \
+        --require-hashes -r /src/requirements/runtime.txt
 COPY pyproject.toml README.md /src/
 COPY sandbox_mcp /src/sandbox_mcp
-RUN python3 -m venv /opt/sandbox-mcp \
-    && /opt/sandbox-mcp/bin/pip install --no-cache-dir --disable-pip-version-check /src
+RUN /opt/sandbox-mcp/bin/pip install --no-cache-dir --disable-pip-version-check \
+        --no-deps --no-build-isolation /src
 
 # --- the image: runtimes for snippets, the server, nothing else ---------------------------
 FROM ${DEBIAN_IMAGE}

@@ -17,6 +17,9 @@ from typing import Any
 from sandbox_mcp.errors import ConfigurationError
 
 MIB = 1024 * 1024
+# In a /tmp that other users share, one of them could make this directory first: the server
+# refuses a run root that is not its own (sandbox/runner.py).
+DEFAULT_RUN_ROOT = Path("/tmp/sandbox-mcp")  # nosec B108
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "run_root",
         "SANDBOX_RUN_ROOT",
-        Path("/tmp/sandbox-mcp"),
+        DEFAULT_RUN_ROOT,
         Path,
         "directory under which each run gets its private workdir",
     ),
@@ -228,7 +231,7 @@ class Settings:
     max_disk_bytes: int = 256 * MIB
     output_bytes: int = 16 * 1024
     max_output_bytes: int = 16 * MIB
-    run_root: Path = Path("/tmp/sandbox-mcp")
+    run_root: Path = DEFAULT_RUN_ROOT
     identity: str = "auto"
     uid_base: int = 61000
     uid_count: int = 64

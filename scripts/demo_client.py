@@ -1,11 +1,18 @@
 """The demo: start `sandbox-mcp` over stdio with the official SDK client and run snippets.
 
 Run it through `scripts/demo`, which sets things up first. Exits non-zero if any snippet's
-answer is not what it should be, so the demo doubles as a smoke test.
+answer is not what it should be, so the demo doubles as a smoke test:
+
+    scripts/demo                                    this checkout's server, every language
+    scripts/demo --languages python bash            only these languages' snippets
+    scripts/demo -- docker run --rm -i ... IMAGE    the server any command starts over stdio
+
+The limits (a deadline, a memory bomb, ...) are always tried, in Python and Bash.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -77,6 +84,12 @@ HELLO = {
     ),
 }
 
+# language -> a snippet with a mistake that validate_code must find without running it
+MISTAKES = {
+    "python": "def area(width, height)\n    return width * height",
+    "rust": 'fn main() {\n    let x: i32 = "one";\n}',
+}
+
 LIMITS = [
     (
         "a deadline",
@@ -105,9 +118,30 @@ LIMITS = [
 ]
 
 
-async def main() -> int:
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--languages",
+        nargs="+",
+        metavar="ID",
+        help="run only these languages' snippets (default: every available one)",
+    )
+    parser.add_argument(
+        "command",
+        nargs="*",
+        help=f"after --, the command that starts the server over stdio (default: {SERVER})",
+    )
+    return parser.parse_args(argv)
+
+
+async def main(options: argparse.Namespace) -> int:
     failures = 0
-    params = StdioServerParameters(command=str(SERVER), env={"SANDBOX_LOG_LEVEL": "warning"})
+    command = options.command or [str(SERVER)]
+    # The environment reaches a local server; a container gets its own with `docker run -e`.
+    params = StdioServerParameters(
+        command=command[0], args=command[1:], env={"SANDBOX_LOG_LEVEL": "warning"}
+    )
+    wanted = set(options.languages or HELLO)
     started = time.perf_counter()
     async with Client(params) as client:
         print(f"connected to sandbox-mcp in {(time.perf_counter() - started) * 1000:.0f} ms\n")
@@ -121,8 +155,17 @@ async def main() -> int:
             print(f"  {language['id']:<11} {state}")
         print()
 
+        chosen = [
+            language["id"]
+            for language in languages
+            if language["available"] and language["id"] in wanted
+        ]
+        if options.languages:
+            for missing in sorted(wanted - set(chosen)):
+                print(f"!! {missing}: asked for, but not an available language here\n")
+                failures += 1
         for language in languages:
-            if not language["available"] or language["id"] not in HELLO:
+            if language["id"] not in chosen or language["id"] not in HELLO:
                 continue
             code, expected = HELLO[language["id"]]
             print(f"# {language['name']}")
@@ -131,11 +174,12 @@ async def main() -> int:
             )
             failures += show(result, lambda content, want=expected: want in content["stdout"])
 
-        print("# validate_code finds a mistake without running the code")
-        result = await client.call_tool(
-            "validate_code", {"language": "rust", "code": 'fn main() {\n    let x: i32 = "one";\n}'}
-        )
-        failures += show(result, lambda content: not content["valid"])
+        for language, code in MISTAKES.items():
+            if language not in chosen:
+                continue
+            print(f"# validate_code finds a mistake in {language} without running the code")
+            result = await client.call_tool("validate_code", {"language": language, "code": code})
+            failures += show(result, lambda content: not content["valid"])
 
         for title, arguments, limit in LIMITS:
             print(f"# {title}")
@@ -158,4 +202,4 @@ def show(result: Any, check: Any, max_lines: int = 12) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(anyio.run(main))
+    sys.exit(anyio.run(main, parse_arguments(sys.argv[1:])))

@@ -133,9 +133,13 @@ class UidPool:
         self._available.release()
 
 
+# /run/lock is the machine's lock directory. Only where it is read-only, as in the container,
+# are the locks kept in /tmp, and there /tmp is the container's own tmpfs.
+_FALLBACK_LOCK_PARENT = "/tmp"  # nosec B108
+
+
 def _lock_directory() -> str:
-    # /run/lock is the machine's lock directory; a read-only container has only /tmp.
-    for parent in ("/run/lock", "/tmp"):
+    for parent in ("/run/lock", _FALLBACK_LOCK_PARENT):
         path = os.path.join(parent, "sandbox-mcp-uids")
         try:
             os.makedirs(path, mode=0o700, exist_ok=True)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
+import subprocess  # nosec B404 # each call is judged where it is made
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -759,16 +760,22 @@ def probe_runtime(language: Language, timeout: float = 30.0) -> RuntimeInfo:
     if not _world_executable(Path(path)):
         return RuntimeInfo(language, False, None, path, f"{path} is not executable by others")
 
+    # The probe runs as the server, root in pool mode, and some runtimes read startup files
+    # from $HOME (Groovy sources ~/.groovy/startup as shell code): its HOME is a fresh
+    # directory of its own, never a shared one such as /tmp where another user could plant one.
     try:
-        completed = subprocess.run(
-            language.command(language.version, {}),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={"PATH": SNIPPET_PATH, "LANG": "C.UTF-8", "HOME": "/tmp"},
-            cwd="/",
-            check=False,
-        )
+        with tempfile.TemporaryDirectory(
+            prefix="sandbox-mcp-probe-", ignore_cleanup_errors=True
+        ) as home:
+            completed = subprocess.run(  # nosec B603 # the registry's own argv, no request data
+                language.command(language.version, {}),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env={"PATH": SNIPPET_PATH, "LANG": "C.UTF-8", "HOME": home},
+                cwd="/",
+                check=False,
+            )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return RuntimeInfo(language, False, None, path, f"version check failed: {exc}")
 

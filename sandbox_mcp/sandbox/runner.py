@@ -20,7 +20,8 @@ import re
 import secrets
 import shutil
 import socket
-import subprocess
+import stat
+import subprocess  # nosec B404 # each call is judged where it is made
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -667,8 +668,14 @@ class Sandbox:
         root = self.settings.run_root
         # Startup removes what a dead server left in the run root: that must never be the
         # workdirs of a live one. A lock next to the root says whose it is.
-        self._root_lock = _lock_beside(root)
-        root.mkdir(parents=True, exist_ok=True)
+        lock = _lock_beside(root)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            _refuse_a_root_not_ours(root)
+        except BaseException:
+            os.close(lock)
+            raise
+        self._root_lock = lock
         # Pool-mode runs create their workdirs themselves, as their own uid: the root is
         # writable by all and sticky, and not listable, like a private /tmp.
         os.chmod(root, 0o1733 if self.identity.mode == "pool" else 0o700)
@@ -686,7 +693,7 @@ class Sandbox:
             return None
         # The environment every Python run gets, with placeholders where a run has its own
         # values: it is what /proc/self/environ shows a warm snippet (see warm.py).
-        env = {**_snippet_environment("/", "/tmp"), **python.environment({})}
+        env = {**_snippet_environment("/", "/"), **python.environment({})}
         package_parent = str(Path(__file__).resolve().parent.parent.parent)
         try:
             return _LauncherProcess.start(
@@ -808,7 +815,7 @@ class _LauncherProcess:
     def start(cls, command: list[str], env: dict[str, str], *args: str) -> _LauncherProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            process = subprocess.Popen(
+            process = subprocess.Popen(  # nosec B603 # our own launcher on a known interpreter
                 [*command, str(theirs.fileno()), *args],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
@@ -834,6 +841,23 @@ class _LauncherProcess:
             await asyncio.to_thread(self.process.wait, 10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def _refuse_a_root_not_ours(root: Path) -> None:
+    """Raise `ConfigurationError` if `root` is a symbolic link or belongs to another uid."""
+    # In a shared directory such as /tmp (the default), another local user could make the run
+    # root before the server starts. The owner of a sticky directory may rename or remove
+    # what is in it: adopting theirs would hand them every run's workdir.
+    status = os.lstat(root)
+    if stat.S_ISLNK(status.st_mode):
+        raise ConfigurationError(
+            f"the run root {root} is a symbolic link; give its real path as SANDBOX_RUN_ROOT"
+        )
+    if status.st_uid != os.geteuid():
+        raise ConfigurationError(
+            f"the run root {root} belongs to uid {status.st_uid}, not to this server's uid "
+            f"{os.geteuid()}: remove it, or give another SANDBOX_RUN_ROOT"
+        )
 
 
 def _sealed_memfd(name: str, data: bytes) -> int:

@@ -237,7 +237,9 @@ def _start(spec: RunSpec, argv: list[str], stdio: tuple[int, int, int]) -> int:
             _prepare_child(spec, stdio, supervisor, error_write)
             if in_process:
                 warm.run_program(argv, spec.env, error_write)
-            os.execve(argv[0], argv, spec.env)
+            # The language's own command; the snippet is a file in the workdir and its
+            # arguments are plain argv entries: no shell ever reads them.
+            os.execve(argv[0], argv, spec.env)  # nosec B606
         except BaseException as exc:
             try:
                 os.write(error_write, f"{type(exc).__name__}: {exc}".encode()[:4000])

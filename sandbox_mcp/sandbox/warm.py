@@ -97,7 +97,7 @@ def _execute(script: str, main: types.ModuleType) -> int:
     try:
         with open(script, "rb") as source:
             code = compile(source.read(), script, "exec", dont_inherit=True)
-        exec(code, main.__dict__)  # noqa: S102 - running the snippet is the point
+        exec(code, main.__dict__)  # noqa: S102  # nosec B102 - running the snippet is the point
     except SystemExit as exc:
         return _exit_status(exc.code)
     except KeyboardInterrupt:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from sandbox_mcp.errors import InvalidFilename, UnknownLanguage
@@ -148,3 +150,21 @@ def test_a_missing_runtime_is_reported_not_raised() -> None:
 
     assert not info.available
     assert "not found" in info.reason
+
+
+def test_the_version_probe_gets_a_private_home_that_is_removed_after() -> None:
+    from dataclasses import replace
+
+    # Groovy, for one, sources ~/.groovy/startup: with a shared HOME such as /tmp, any local
+    # user could run shell code as the server, root in pool mode.
+    bash = get_language("bash")
+    telltale = replace(
+        bash, version=("bash", "-c", 'stat -c "%a %u %n" "$HOME"'), version_pattern="(.+)"
+    )
+    info = probe_runtime(telltale)
+
+    assert info.available, info.reason
+    mode, owner, home = info.version.split(" ", 2)
+    assert (mode, int(owner)) == ("700", os.geteuid())
+    assert os.path.basename(home).startswith("sandbox-mcp-probe-")
+    assert not os.path.exists(home)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sandbox_mcp.config import Settings
-from sandbox_mcp.errors import CodeTooLarge, InvalidFilename, UnknownLanguage
+from sandbox_mcp.errors import CodeTooLarge, ConfigurationError, InvalidFilename, UnknownLanguage
 from sandbox_mcp.sandbox._libc import syscall_number
 from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox
 from tests.support import IS_ROOT, process_exists, uid_base
@@ -697,9 +697,30 @@ async def test_a_jvm_starts_dozens_of_threads_under_the_default_limits(sandbox: 
 
 
 async def test_a_second_server_cannot_take_the_same_run_root(sandbox: Sandbox) -> None:
-    from sandbox_mcp.errors import ConfigurationError
-
     # Its startup would clear the first one's live workdirs as leftovers.
     rival = Sandbox(replace(BASE, run_root=sandbox.settings.run_root, uid_base=BASE.uid_base + 64))
     with pytest.raises(ConfigurationError, match=r"run root .* is in use by another sandbox-mcp"):
         rival.prepare()
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="making a directory that another uid owns needs root")
+async def test_a_run_root_another_user_made_is_refused(run_root: Path) -> None:
+    # In /tmp, another local user could make the run root first and, as its owner, rename or
+    # remove the workdirs in it.
+    run_root.mkdir()
+    os.chown(run_root, 65534, 65534)
+
+    with pytest.raises(ConfigurationError, match=r"run root .* belongs to uid 65534"):
+        Sandbox(replace(BASE, run_root=run_root)).prepare()
+
+
+async def test_a_run_root_that_is_a_symbolic_link_is_refused(run_root: Path) -> None:
+    run_root.mkdir()
+    link = run_root.with_name(run_root.name + "-link")
+    link.symlink_to(run_root)
+    try:
+        with pytest.raises(ConfigurationError, match=r"run root .* is a symbolic link"):
+            Sandbox(replace(BASE, run_root=link)).prepare()
+    finally:
+        link.unlink()
+        link.with_name(link.name + ".lock").unlink(missing_ok=True)
