@@ -29,7 +29,7 @@ def uid_base(slot: int) -> int:
     developer and CI) claim different ranges instead of refusing each other's. Above 100000:
     clear of system and login accounts, and of nobody (65534).
     """
-    return 100000 + 64 * (slot + 4 * (os.getpid() % 1000))
+    return 100000 + 64 * (slot + 8 * (os.getpid() % 1000))
 
 
 def server_command() -> str:

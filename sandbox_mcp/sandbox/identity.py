@@ -14,6 +14,7 @@ A snippet never runs as uid 0: a server started as root without the means to dro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import pwd
@@ -80,7 +81,7 @@ class UidPool:
     def __init__(self, base: int, count: int) -> None:
         self._free = list(range(base, base + count))
         self._available = asyncio.Semaphore(count)
-        self._locks: list[int] = []
+        self._locks: list[tuple[int, str]] = []
 
     def claim(self) -> None:
         """Lock every uid of the pool, or raise `ConfigurationError` saying which is taken."""
@@ -97,17 +98,15 @@ class UidPool:
 
         directory = _lock_directory()
         for uid in uids:
-            fd = os.open(os.path.join(directory, f"{uid}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+            path = os.path.join(directory, f"{uid}.lock")
+            fd = _lock_file(path)
+            if fd is None:
                 self.release_claim()
                 raise ConfigurationError(
                     f"uid {uid} of the pool is in use by another sandbox-mcp on this machine; "
                     "give each server its own SANDBOX_UID_BASE range"
-                ) from None
-            self._locks.append(fd)
+                )
+            self._locks.append((fd, path))
 
         busy = _processes_of(set(uids))
         if busy:
@@ -119,7 +118,11 @@ class UidPool:
             )
 
     def release_claim(self) -> None:
-        for fd in self._locks:
+        # Removed while still locked, so the directory keeps only the claims of live servers;
+        # `_lock_file` makes sure a claimant never holds a lock on a removed file.
+        for fd, path in self._locks:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
             os.close(fd)
         self._locks.clear()
 
@@ -136,6 +139,26 @@ class UidPool:
 # /run/lock is the machine's lock directory. Only where it is read-only, as in the container,
 # are the locks kept in /tmp, and there /tmp is the container's own tmpfs.
 _FALLBACK_LOCK_PARENT = "/tmp"  # nosec B108
+
+
+def _lock_file(path: str) -> int | None:
+    """Open and lock `path`; None when another process holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        # The previous holder may have removed the file between our open and our lock: the
+        # lock counts only on the file the path names now.
+        try:
+            current = os.stat(path, follow_symlinks=False).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            return fd
+        os.close(fd)
 
 
 def _lock_directory() -> str:

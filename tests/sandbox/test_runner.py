@@ -567,6 +567,25 @@ async def test_a_second_server_cannot_take_the_same_uid_pool(sandbox: Sandbox) -
         rival.prepare()
 
 
+@pytest.mark.skipif(not IS_ROOT, reason="pool mode, and its uid locks, need root")
+async def test_a_closed_server_leaves_no_uid_locks_and_its_range_can_be_claimed_again(
+    run_root: Path,
+) -> None:
+    from sandbox_mcp.sandbox.identity import _lock_directory
+
+    base = uid_base(5)
+    ours = {f"{uid}.lock" for uid in range(base, base + BASE.uid_count)}
+    box = await start_sandbox(run_root, uid_base=base)
+    held = ours & set(os.listdir(_lock_directory()))
+    await box.close()
+    left = ours & set(os.listdir(_lock_directory()))
+    again = await start_sandbox(run_root, uid_base=base)
+    await again.close()
+
+    assert held == ours
+    assert left == set()
+
+
 @pytest.mark.parametrize(
     ("language", "code"),
     [
