@@ -130,6 +130,16 @@ class UidPool:
         await self._available.acquire()
         return self._free.pop(0)
 
+    @property
+    def free(self) -> int:
+        return len(self._free)
+
+    async def acquire_now(self) -> int | None:
+        """A uid if one is free at once (never waits), else None."""
+        if self._available.locked():
+            return None
+        return await self.acquire()
+
     def release(self, uid: int) -> None:
         # Back at the end: a uid rests as long as possible before it is reused.
         self._free.append(uid)

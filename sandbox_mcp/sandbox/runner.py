@@ -64,6 +64,9 @@ MAX_ARGS = 1024
 MAX_STDIN_BYTES = 8 * 1024 * 1024
 # How long past its deadline the server waits for a supervisor's report before giving up.
 _REPORT_GRACE = 15.0
+# Warm Python runs kept started ahead of their calls. Two: a call rarely finds none ready,
+# and each holds a uid, a workdir and two small processes while it waits.
+_STANDBY_RUNS = 2
 
 _FAILURE_PATTERNS = (
     (
@@ -158,6 +161,15 @@ class _Pending:
     child_fds: list[int] = field(default_factory=list)
 
 
+@dataclass
+class _Standby:
+    """A warm Python run started ahead of its call, confined and waiting for its go."""
+
+    spec: RunSpec
+    uid: int | None
+    pending: _Pending
+
+
 class Sandbox:
     """Runs snippets, each in a fresh sandbox. `await start()` before use, `close()` after."""
 
@@ -175,8 +187,13 @@ class Sandbox:
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
         self._runtimes: dict[str, RuntimeInfo] = {}
         self._launcher: _LauncherProcess | None = None
-        # The warm launcher for Python runs (warm.py), when SANDBOX_WARM allows it.
+        # The warm launcher for Python runs (warm.py), when SANDBOX_WARM allows it, and the
+        # runs it holds on standby for the next calls.
         self._template: _LauncherProcess | None = None
+        self._standby: list[_Standby] = []
+        self._standing_up: set[asyncio.Task[None]] = set()
+        # Waits for supervisors to exit after their answers, to give their uids back.
+        self._finishing: set[asyncio.Task[None]] = set()
         self._prepared = False
         self._root_lock: int | None = None
         self._probing: asyncio.Future[None] | None = None
@@ -215,6 +232,11 @@ class Sandbox:
         return self._template.pid if self._template is not None else None
 
     @property
+    def standby_ready(self) -> int:
+        """How many warm runs wait, started, for their calls."""
+        return len(self._standby)
+
+    @property
     def seccomp_enabled(self) -> bool:
         """Whether runs get the seccomp filter: the kernel has it and nobody turned it off."""
         available = self.posture is None or self.posture.seccomp_available
@@ -228,6 +250,7 @@ class Sandbox:
             {"PATH": SNIPPET_PATH, "LANG": "C.UTF-8"},
         )
         self._template = self._start_template()
+        self._refill_standby()
         # Reading versions starts a JVM or two and takes seconds: it goes on in the
         # background, and only list_languages waits for it.
         self._probing = asyncio.ensure_future(self._probe_runtimes())
@@ -243,10 +266,16 @@ class Sandbox:
         if self._probing is not None:
             self._probing.cancel()
             self._probing = None
+        for task in list(self._standing_up):
+            task.cancel()
+        await asyncio.gather(*self._standing_up, return_exceptions=True)
+        while self._standby:
+            self._let_go(self._standby.pop())
         for launcher in (self._template, self._launcher):
             if launcher is not None:
                 await launcher.stop()
         self._launcher = self._template = None
+        await asyncio.gather(*self._finishing, return_exceptions=True)
         if self._pool is not None:
             self._pool.release_claim()
         # An empty run root is this server's alone; one that still holds something is not.
@@ -317,7 +346,7 @@ class Sandbox:
             return spec
 
         spec, outcome, stdout, stderr = await self._launch(
-            language, spec_for, prepared.code, prepared.stdin, "run"
+            language, spec_for, prepared.code, prepared.stdin, "run", warm=language.id == "python"
         )
         return self._result(spec, prepared, outcome, stdout, stderr, timeout)
 
@@ -417,35 +446,152 @@ class Sandbox:
         code: bytes,
         stdin: bytes,
         kind: str,
+        warm: bool = False,
     ) -> tuple[RunSpec, RunOutcome, StreamCapture, StreamCapture]:
-        """Take a slot and a uid, then hand one spec to the launcher and follow it."""
+        """Take a slot, a run on standby or a uid, hand the run over and follow it."""
         async with self._slots:
-            uid = await self._pool.acquire() if self._pool else None
-            released = False
-            try:
-                run_id = secrets.token_hex(6)
-                spec = spec_for(run_id, uid)
-                logger.info(
-                    "%s %s %s start timeout=%gs memory=%dMB uid=%s",
-                    kind,
-                    run_id,
-                    language.id,
-                    spec.limits.timeout_seconds,
-                    self.settings.memory_mb,
-                    uid if uid is not None else os.getuid(),
-                )
+            pending = None
+            standby = self._take_standby() if warm else None
+            if standby is not None:
+                uid = standby.uid
+                spec = spec_for(standby.spec.run_id, uid)
+                pending = self._go(standby, spec, code, stdin)
+            if pending is None:
+                uid = await self._pool.acquire() if self._pool else None
+                spec = spec_for(secrets.token_hex(6), uid)
                 try:
-                    outcome, stdout, stderr, released = await self._execute(spec, code, stdin)
-                except asyncio.CancelledError:
-                    logger.info("%s %s %s cancelled by the caller", kind, run_id, language.id)
+                    pending = self._open(spec, code, stdin)
+                except BaseException:
+                    self._finish_later(None, uid)
                     raise
-            finally:
-                if self._pool and uid is not None and released:
-                    self._pool.release(uid)
+            run_id = spec.run_id
+            logger.info(
+                "%s %s %s start timeout=%gs memory=%dMB uid=%s%s",
+                kind,
+                run_id,
+                language.id,
+                spec.limits.timeout_seconds,
+                self.settings.memory_mb,
+                uid if uid is not None else os.getuid(),
+                " (was on standby)" if pending is (standby and standby.pending) else "",
+            )
+            try:
+                outcome, stdout, stderr = await self._follow(spec, pending, uid)
+            except asyncio.CancelledError:
+                logger.info("%s %s %s cancelled by the caller", kind, run_id, language.id)
+                raise
         never_started = outcome.exit_code is None and outcome.signal is None
         if outcome.error and never_started and outcome.build is None:
             raise LauncherError(f"{kind} {run_id} could not start: {outcome.error}")
         return spec, outcome, stdout, stderr
+
+    # --- runs on standby ---------------------------------------------------------------------
+
+    def _refill_standby(self) -> None:
+        """Start warm runs ahead of their calls, up to `_STANDBY_RUNS`."""
+        if self._template is None:
+            return
+        while len(self._standby) + len(self._standing_up) < _STANDBY_RUNS:
+            task = asyncio.ensure_future(self._stand_up())
+            self._standing_up.add(task)
+            task.add_done_callback(self._standing_up.discard)
+
+    def _take_standby(self) -> _Standby | None:
+        standby = self._standby.pop(0) if self._standby else None
+        self._refill_standby()
+        return standby
+
+    async def _stand_up(self) -> None:
+        """Start one warm run that waits for its call; keep it once it says it is ready."""
+        # Never with one of the last uids: calls that are not warm must not wait for them.
+        uid = None
+        if self._pool is not None:
+            if self._pool.free <= self.settings.max_concurrent_runs:
+                return
+            uid = await self._pool.acquire_now()
+            if uid is None:
+                return
+        run_id = secrets.token_hex(6)
+        python = get_language("python")
+        main = python.main_file("", None)
+        values = python.values(main, self._workdir(run_id), self.settings.memory_mb)
+        argv = python.command(python.run, values)
+        spec = self._spec(run_id, python, main, values, argv, None, self.settings.timeout, uid)
+        spec = dataclasses.replace(spec, warm=True, standby=True)
+        try:
+            pending = self._open(spec, b"", b"")
+        except LauncherError as exc:
+            logger.warning("no run on standby: %s", exc)
+            self._finish_later(None, uid)
+            return
+
+        standby = _Standby(spec, uid, pending)
+        loop = asyncio.get_running_loop()
+        try:
+            message = await loop.sock_recv(pending.control, 4096)
+            ready = json.loads(message).get("event") == "standing by" if message else False
+        except (OSError, ValueError, asyncio.CancelledError):
+            self._let_go(standby)
+            raise
+        if ready:
+            self._standby.append(standby)
+        else:
+            logger.warning("run %s on standby failed to start", run_id)
+            self._let_go(standby)
+
+    def _go(self, standby: _Standby, spec: RunSpec, code: bytes, stdin: bytes) -> _Pending | None:
+        """Send a run on standby its go; None if it is no longer there to take it."""
+        go = {
+            "op": "go",
+            "argv": spec.argv,
+            "main_file": spec.main_file,
+            "timeout": spec.limits.timeout_seconds,
+        }
+        fds: list[int] = []
+        try:
+            fds = [_sealed_memfd("stdin", stdin), _sealed_memfd("payload", code)]
+            standby.pending.control.sendmsg(
+                [json.dumps(go).encode()],
+                [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))],
+            )
+        except OSError as exc:
+            logger.warning("run %s on standby could not be started: %s", spec.run_id, exc)
+            self._let_go(standby)
+            return None
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return standby.pending
+
+    def _let_go(self, standby: _Standby) -> None:
+        """End a run on standby unused: its supervisor sees the end of the channel."""
+        pending = standby.pending
+        for fd in (pending.stdout, pending.stderr):
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            pending.control.shutdown(socket.SHUT_WR)
+        self._finish_later(pending.control, standby.uid)
+
+    def _finish_later(self, control: socket.socket | None, uid: int | None) -> None:
+        """Give `uid` back once the run's supervisor has exited (at once with no supervisor)."""
+        task = asyncio.ensure_future(self._finish(control, uid))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _finish(self, control: socket.socket | None, uid: int | None) -> None:
+        gone = True
+        if control is not None:
+            try:
+                gone = await _await_exit(asyncio.get_running_loop(), control)
+            finally:
+                control.close()
+        if self._pool is None or uid is None:
+            return
+        if gone:
+            self._pool.release(uid)
+        else:
+            # Something of the run may still live as that uid: never hand it out again.
+            logger.error("uid %d kept out of the pool: its supervisor did not exit", uid)
 
     def _check(
         self, name: str, code_text: str, filename: str | None, request: RunRequest | None
@@ -523,31 +669,28 @@ class Sandbox:
             seccomp=self.seccomp_enabled,
         )
 
-    async def _execute(
-        self, spec: RunSpec, code: bytes, stdin: bytes
-    ) -> tuple[RunOutcome, StreamCapture, StreamCapture, bool]:
-        """Hand the run to the launcher and follow it to its end.
+    async def _follow(
+        self, spec: RunSpec, pending: _Pending, uid: int | None
+    ) -> tuple[RunOutcome, StreamCapture, StreamCapture]:
+        """Follow a run handed over to its supervisor to its end.
 
-        Returns the outcome, the two captures, and whether the supervisor is known to be gone
-        (only then may its uid go back to the pool).
+        The answer does not wait for the supervisor to exit (it removes the workdir after
+        its report): its uid goes back to the pool in the background once it has.
         """
         loop = asyncio.get_running_loop()
         stdout = StreamCapture(self.settings.output_bytes)
         stderr = StreamCapture(self.settings.output_bytes)
-        pending = self._open(spec, code, stdin)
         flood = _FloodGuard(self.settings.max_output_bytes, pending.control)
 
         readers = [
             asyncio.ensure_future(_drain(loop, pending.stdout, stdout, flood)),
             asyncio.ensure_future(_drain(loop, pending.stderr, stderr, flood)),
         ]
-        gone = False
         try:
             outcome = await asyncio.wait_for(
                 _await_outcome(loop, pending.control), spec.limits.timeout_seconds + _REPORT_GRACE
             )
             await asyncio.wait_for(asyncio.gather(*readers), _REPORT_GRACE)
-            gone = await _await_exit(loop, pending.control)
         except TimeoutError:
             logger.error("run %s: the supervisor did not report in time", spec.run_id)
             outcome = _failed_outcome("the sandbox did not report the end of the run")
@@ -557,11 +700,11 @@ class Sandbox:
         finally:
             for reader in readers:
                 reader.cancel()
-            pending.control.close()
+            self._finish_later(pending.control, uid)
 
         if flood.tripped and outcome.limit in (None, "cancelled"):
             outcome = dataclasses.replace(outcome, limit="output")
-        return outcome, stdout, stderr, gone
+        return outcome, stdout, stderr
 
     def _open(self, spec: RunSpec, code: bytes, stdin: bytes) -> _Pending:
         """Create the run's descriptors and send them with the spec to the launcher."""

@@ -61,6 +61,10 @@ class RunSpec:
     # Run the program inside the snippet process instead of exec'ing its runtime: only a warm
     # launcher, whose interpreter is the runtime, is sent such a spec (see warm.py).
     warm: bool = False
+    # Start the warm program ahead of its call: confined, it waits for a go from the server
+    # with its argv, main file, code, stdin and deadline (argv and the timeout here are
+    # placeholders until then).
+    standby: bool = False
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()

@@ -11,10 +11,13 @@ fork and exec in `_start_snippet` safe.
 
 from __future__ import annotations
 
+import array
 import contextlib
+import dataclasses
 import json
 import os
 import resource
+import select
 import selectors
 import shutil
 import signal
@@ -84,13 +87,34 @@ class _Watch:
         return self.steps[-1] if self.steps else None
 
 
-class _Terminate(Exception):
-    """The launcher asked the supervisor to stop (it is shutting down or died)."""
+@dataclass
+class _StopRequest:
+    """SIGTERM, from the launcher stopping or as the parent-death signal: noted, never raised.
+
+    An exception raised from a signal handler can land anywhere, the clean-up included, and a
+    supervisor that skipped its clean-up would leave the run's processes and workdir behind.
+    So the handler only takes note, and the signal wakes the waits through a pipe
+    (`signal.set_wakeup_fd`) that they watch beside their own descriptors.
+    """
+
+    requested: bool = False
+    wakeup: int = -1
+
+    def listen(self) -> None:
+        self.wakeup, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(write)
+        signal.signal(signal.SIGTERM, self._note)
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+
+_stop = _StopRequest()
 
 
 def supervise(spec: RunSpec, fds: RunFds, control: socket.socket) -> None:
     """Run `spec` to its end and report a `RunOutcome` on `control`. Never raises."""
-    signal.signal(signal.SIGTERM, _raise_terminate)
+    _stop.listen()
     watch = _Watch()
     pool_mode = spec.uid is not None
 
@@ -100,34 +124,111 @@ def supervise(spec: RunSpec, fds: RunFds, control: socket.socket) -> None:
         _libc.prctl(_libc.PR_SET_CHILD_SUBREAPER, 1)
         _libc.prctl(_libc.PR_SET_DUMPABLE, 0)
 
-        # 2. Make the workdir and write the snippet's files into it.
-        _make_workdir(spec, fds.payload)
+        # 2. Make the workdir.
+        _make_workdir(spec)
         watch.fork_rss = _own_peak_rss()
-        watch.deadline = time.monotonic() + spec.limits.timeout_seconds
 
-        # 3. Build, when the language compiles; the program runs only if that succeeded.
-        if spec.build_argv:
-            watch.build = _build(spec, control, watch)
-        if watch.limit is None and (watch.build is None or watch.build.succeeded):
-            # 4. Start the program and watch it until it ends or a limit is hit.
-            watch.program = _Step()
-            _run_step(
-                spec, spec.argv, (fds.stdin, fds.stdout, fds.stderr), control, watch, watch.program
-            )
-    except _Terminate:
-        watch.limit = watch.limit or "cancelled"
+        if spec.standby:
+            # 3. A warm run on standby: the program starts now, confined, and waits for the
+            # server's go, which brings the code, arguments, stdin and deadline.
+            spec = _stand_by_then_run(spec, fds, control, watch)
+        else:
+            # 3. Write the snippet, then build when the language compiles; the program runs
+            # only if that succeeded.
+            _write_main(spec, fds.payload)
+            watch.deadline = time.monotonic() + spec.limits.timeout_seconds
+            if spec.build_argv:
+                watch.build = _build(spec, control, watch)
+            if watch.limit is None and (watch.build is None or watch.build.succeeded):
+                # 4. Start the program and watch it until it ends or a limit is hit.
+                watch.program = _Step()
+                _run_step(
+                    spec,
+                    spec.argv,
+                    (fds.stdin, fds.stdout, fds.stderr),
+                    control,
+                    watch,
+                    watch.program,
+                )
     except Exception as exc:  # reported to the server, never lost
         watch.errors.append(f"{type(exc).__name__}: {exc}")
     finally:
-        # 5. Nothing of the run survives it: kill the whole tree, then remove the workdir.
-        # A second SIGTERM must not cut this short.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # 5. Nothing of the run survives it: kill the whole tree, and report. Removing the
+        # workdir follows the answer; the server counts the uid free only once this process
+        # has exited.
+        if _stop.requested:
+            watch.limit = watch.limit or "cancelled"
         _close_quietly(fds.stdin, fds.stdout, fds.stderr, fds.payload)
         _kill_everything(watch, pool_mode)
+        _report(control, _outcome(spec, watch))
         _remove_workdir(spec.workdir, watch)
 
-        # 6. Report.
-        _report(control, _outcome(spec, watch))
+
+def _stand_by_then_run(
+    spec: RunSpec, fds: RunFds, control: socket.socket, watch: _Watch
+) -> RunSpec:
+    """Start the program confined and waiting; on the server's go, let it run and watch it.
+
+    Returns the spec as the go completed it (argv, main file, deadline).
+    """
+    waiting, handle = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    step = watch.program = _Step()
+    watch.steps.append(step)
+    try:
+        step.pid = _start(spec, spec.argv, (fds.stdin, fds.stdout, fds.stderr), waiting.fileno())
+    finally:
+        waiting.close()
+    control.send(json.dumps({"event": "standing by"}).encode())
+
+    received = _receive_go(control)
+    if received is None:
+        watch.limit = "cancelled"
+        return spec
+    go, stdin, payload = received
+    spec = dataclasses.replace(
+        spec,
+        argv=[str(arg) for arg in go["argv"]],
+        main_file=str(go["main_file"]),
+        limits=dataclasses.replace(spec.limits, timeout_seconds=float(go["timeout"])),
+    )
+    try:
+        _write_main(spec, payload)
+        handle.sendmsg(
+            [json.dumps(spec.argv).encode()],
+            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [stdin]))],
+        )
+    finally:
+        _close_quietly(stdin, payload)
+        handle.close()
+
+    step.started = time.monotonic()
+    watch.deadline = step.started + spec.limits.timeout_seconds
+    control.send(json.dumps({"event": "started", "pid": step.pid}).encode())
+    _over_limit(spec, watch, step.started, float("inf"))
+    _watch(spec, step, control, watch)
+    return spec
+
+
+def _receive_go(control: socket.socket) -> tuple[dict, int, int] | None:
+    """The go: its message and two descriptors (stdin, the code). None when the server let
+    the run on standby go unused (EOF) or the supervisor was told to stop."""
+    while not _stop.requested:
+        readable, _, _ = select.select([control, _stop.wakeup], [], [])
+        if control in readable:
+            break
+        _drain(_stop.wakeup)
+    if _stop.requested:
+        return None
+    fds = array.array("i")
+    data, ancillary, _flags, _addr = control.recvmsg(1 << 20, socket.CMSG_SPACE(2 * fds.itemsize))
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    message = json.loads(data) if data else {}
+    if message.get("op") != "go" or len(fds) != 2:
+        _close_quietly(*fds)
+        return None
+    return message, fds[0], fds[1]
 
 
 def _build(spec: RunSpec, control: socket.socket, watch: _Watch) -> BuildOutcome:
@@ -206,10 +307,13 @@ def _become(spec: RunSpec) -> None:
     _libc.prctl(_libc.PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _make_workdir(spec: RunSpec, payload: int) -> None:
+def _make_workdir(spec: RunSpec) -> None:
     os.mkdir(spec.workdir, 0o700)
     os.mkdir(os.path.join(spec.workdir, ".tmp"), 0o700)
     os.mkdir(os.path.join(spec.workdir, ".build"), 0o700)
+
+
+def _write_main(spec: RunSpec, payload: int) -> None:
     target = os.path.join(spec.workdir, spec.main_file)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     out = os.open(target, flags, 0o600)
@@ -225,8 +329,14 @@ def _make_workdir(spec: RunSpec, payload: int) -> None:
         os.close(out)
 
 
-def _start(spec: RunSpec, argv: list[str], stdio: tuple[int, int, int]) -> int:
-    """Fork and exec `argv`. Returns its pid once exec has succeeded, or raises."""
+def _start(
+    spec: RunSpec, argv: list[str], stdio: tuple[int, int, int], waiting: int | None = None
+) -> int:
+    """Fork and exec `argv`. Returns its pid once exec has succeeded, or raises.
+
+    A warm run runs `argv` in the forked interpreter instead; one on standby (`waiting`, its
+    end of a socket to this supervisor) first waits, confined, for its go.
+    """
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
     supervisor = os.getpid()
     in_process = spec.warm and argv == spec.argv
@@ -234,7 +344,10 @@ def _start(spec: RunSpec, argv: list[str], stdio: tuple[int, int, int]) -> int:
     pid = os.fork()
     if pid == 0:  # the snippet-to-be: set everything up, then exec
         try:
-            _prepare_child(spec, stdio, supervisor, error_write)
+            kept = (error_write,) if waiting is None else (error_write, waiting)
+            _prepare_child(spec, stdio, supervisor, kept)
+            if waiting is not None:
+                warm.run_when_told(waiting, spec.env, error_write)
             if in_process:
                 warm.run_program(argv, spec.env, error_write)
             # The language's own command; the snippet is a file in the workdir and its
@@ -260,11 +373,12 @@ def _start(spec: RunSpec, argv: list[str], stdio: tuple[int, int, int]) -> int:
 
 
 def _prepare_child(
-    spec: RunSpec, stdio: tuple[int, int, int], supervisor: int, error_write: int
+    spec: RunSpec, stdio: tuple[int, int, int], supervisor: int, kept: tuple[int, ...]
 ) -> None:
     # Every signal back to its default and none blocked: Python ignores SIGPIPE and SIGXFSZ
     # and the launcher SIGINT, and exec would hand those on (a pipeline would not end on
-    # SIGPIPE, the file size limit would not kill).
+    # SIGPIPE, the file size limit would not kill). No wakeup pipe: it is the supervisor's.
+    signal.set_wakeup_fd(-1)
     for number in range(1, signal.NSIG):
         with contextlib.suppress(OSError, ValueError, RuntimeError):
             signal.signal(number, signal.SIG_DFL)
@@ -274,8 +388,11 @@ def _prepare_child(
     os.setsid()
     for target, fd in enumerate(stdio):
         os.dup2(fd, target)
-    os.closerange(3, error_write)
-    os.closerange(error_write + 1, 1 << 16)
+    low = 3
+    for fd in sorted(kept):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
     os.chdir(spec.workdir)
 
     # Under memory pressure the kernel should pick a snippet, never the server. /proc/self
@@ -349,6 +466,7 @@ def _watch(spec: RunSpec, step: _Step, control: socket.socket, watch: _Watch) ->
     with selectors.DefaultSelector() as selector:
         selector.register(pidfd, selectors.EVENT_READ, "exit")
         selector.register(control, selectors.EVENT_READ, "control")
+        selector.register(_stop.wakeup, selectors.EVENT_READ, "stop")
         try:
             while step.status is None:
                 now = time.monotonic()
@@ -360,6 +478,11 @@ def _watch(spec: RunSpec, step: _Step, control: socket.socket, watch: _Watch) ->
                     if key.data == "exit":
                         for pid, status, usage in processes.reap():
                             _record_exit(watch, pid, status, usage)
+                    elif key.data == "stop":
+                        _drain(_stop.wakeup)
+                        if _stop.requested:
+                            watch.limit = watch.limit or "cancelled"
+                            return
                     elif key.data == "control":
                         reason = _read_control(control)
                         if reason:
@@ -551,5 +674,7 @@ def _own_peak_rss() -> int:
     return 0
 
 
-def _raise_terminate(signum: int, frame: object) -> None:
-    raise _Terminate()
+def _drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 4096):
+            pass

@@ -31,6 +31,7 @@ from __future__ import annotations
 import builtins
 import gc
 import os
+import re
 import signal
 import sys
 import types
@@ -60,11 +61,36 @@ def serve(fd: int, base_path: list[str]) -> int:
     return launcher.serve(fd)
 
 
-def run_program(argv: list[str], env: dict[str, str], ready: int) -> None:
+def run_when_told(channel: int, env: dict[str, str], ready: int) -> None:
+    """Wait, confined, for the go on `channel`, then run the program. Never returns.
+
+    A run on standby: everything but the code, its arguments and stdin was set up before the
+    call arrived. The go carries the argv and the stdin descriptor; the supervisor has
+    written the code into the workdir by then.
+    """
+    import array
+    import json
+    import socket
+
+    os.close(ready)
+    fds = array.array("i")
+    with socket.socket(fileno=channel) as waiting:
+        data, ancillary, _flags, _addr = waiting.recvmsg(1 << 20, socket.CMSG_SPACE(fds.itemsize))
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    if not data or len(fds) != 1:
+        os._exit(0)  # never used: the supervisor is cleaning up
+    os.dup2(fds[0], 0)
+    os.close(fds[0])
+    run_program(json.loads(data), env, None)
+
+
+def run_program(argv: list[str], env: dict[str, str], ready: int | None) -> None:
     """Run `argv` (`python3 -u -B FILE ARGS...`) in this process, then exit. Never returns.
 
-    Called in the snippet process once every limit is in place, in its workdir; `ready` is
-    the descriptor whose closing tells the supervisor that the program has started.
+    Called in the snippet process once every limit is in place, in its workdir; `ready`, when
+    given, is the descriptor whose closing tells the supervisor that the program started.
     """
     script = os.path.abspath(argv[3])
 
@@ -86,7 +112,8 @@ def run_program(argv: list[str], env: dict[str, str], ready: int) -> None:
     main.__builtins__ = builtins
     main.__cached__ = None
     sys.modules["__main__"] = main
-    os.close(ready)
+    if ready is not None:
+        os.close(ready)
 
     status = _execute(script, main)
     os._exit(_finish(status))
@@ -96,7 +123,7 @@ def _execute(script: str, main: types.ModuleType) -> int:
     """Compile and run the script as `__main__`; the exit status the interpreter would give."""
     try:
         with open(script, "rb") as source:
-            code = compile(source.read(), script, "exec", dont_inherit=True)
+            code = compile(_as_the_reader_sees(source.read()), script, "exec", dont_inherit=True)
         exec(code, main.__dict__)  # noqa: S102  # nosec B102 - running the snippet is the point
     except SystemExit as exc:
         return _exit_status(exc.code)
@@ -111,6 +138,18 @@ def _execute(script: str, main: types.ModuleType) -> int:
         _print_exception()
         return 1
     return 0
+
+
+def _as_the_reader_sees(source: bytes) -> bytes:
+    """The source as the interpreter reads it from a file.
+
+    Before 3.12, CPython reads a script line by line as C strings: a NUL byte ends what it
+    sees of its line, newline included, so that the next line continues it. compile() would
+    refuse the NUL instead; a warm run must see what a cold one does.
+    """
+    if b"\0" not in source or sys.version_info >= (3, 12):
+        return source
+    return re.sub(rb"\x00[^\n]*\n?", b"", source)
 
 
 def _finish(status: int) -> int:

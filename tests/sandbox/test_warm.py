@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -92,6 +93,25 @@ async def test_exits_and_errors_are_reported_as_the_interpreter_does(
     assert "warm.py" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "code", ["print('a')\0print('b')", "print(1)\0junk\nprint(2)\n", "print(1)\nprint(2)\0\n"]
+)
+async def test_nul_bytes_in_the_code_are_read_as_a_cold_interpreter_reads_them(
+    run_root: Path, code: str
+) -> None:
+    seen = []
+    for mode in MODES:
+        box = Sandbox(replace(BASE, run_root=run_root, warm=mode))
+        await box.start()
+        try:
+            result = await run(box, code)
+        finally:
+            await box.close()
+        seen.append((result.stdout, result.exit_code, result.stderr.splitlines()[-1:]))
+
+    assert seen[0] == seen[1]
+
+
 async def test_the_traceback_names_the_snippets_file_and_line(sandbox: Sandbox) -> None:
     result = await run(sandbox, "x = 1\ny = 2\nraise RuntimeError('line three')")
 
@@ -131,6 +151,53 @@ async def test_limits_hold_on_the_warm_path(sandbox: Sandbox) -> None:
     assert timed_out.limit == "timeout"
     assert bomb.limit == "memory"
     assert (await run(sandbox, "print('next')")).stdout == "next\n"
+
+
+async def wait_for_standby(box: Sandbox) -> None:
+    for _ in range(200):
+        if box.standby_ready:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no warm run came on standby within 10 s")
+
+
+async def test_a_run_on_standby_takes_its_calls_arguments_stdin_file_and_deadline(
+    run_root: Path,
+) -> None:
+    box = Sandbox(replace(BASE, run_root=run_root, warm="python"))
+    await box.start()
+    try:
+        await wait_for_standby(box)
+        given = await box.run(
+            RunRequest(
+                language="python",
+                code="import sys\nprint(sys.argv, sys.stdin.read(), __file__.endswith('/tool.py'))",
+                args=("a", "b c"),
+                stdin="from stdin",
+                filename="tool.py",
+            )
+        )
+        await wait_for_standby(box)
+        # The deadline counts from the call, not from when the run was started.
+        await asyncio.sleep(1.2)
+        slow = await run(box, "while True:\n    pass", timeout_seconds=1)
+    finally:
+        await box.close()
+
+    assert given.stdout == "['tool.py', 'a', 'b c'] from stdin True\n", given.stderr
+    assert slow.limit == "timeout"
+    assert slow.duration_ms >= 900
+
+
+async def test_runs_on_standby_are_ended_and_removed_with_the_server(run_root: Path) -> None:
+    box = Sandbox(replace(BASE, run_root=run_root, warm="python"))
+    await box.start()
+    await wait_for_standby(box)
+    waiting = [entry.name for entry in run_root.iterdir()]
+    await box.close()
+
+    assert waiting, "a run on standby has its workdir"
+    assert not run_root.exists() or list(run_root.iterdir()) == []
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="reading the template's memory needs root")
