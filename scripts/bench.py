@@ -6,15 +6,23 @@ run on one machine it measures:
 1. the floor: each runtime started bare from asyncio, one at a time and 8 at a time;
 2. the full stack: `execute_code` through the official MCP client over stdio against
    `.venv/bin/sandbox-mcp`, one at a time and with 8 and 32 calls in flight, where every call
-   prints a token of its own and an answer without it, or with another call's, is wrong;
-3. the overhead of the stack over the floor, in milliseconds and as a share of throughput;
+   prints a token of its own and an answer without it, or with another call's, is wrong.
+   Two servers run side by side: the default one, whose Python runs fork a template
+   interpreter started in advance (warm), and one started with SANDBOX_WARM=off, whose Python
+   runs each start a fresh interpreter (cold). Python goes through both, every other language
+   through the default one;
+3. the overhead of the stack over the floor, in milliseconds and as a share of throughput,
+   each beside the target the server is built to;
 4. the server's cold start and the MCP SDK's import time;
-5. what thousands of runs leave behind: the server's memory, descriptors and threads before
-   and after, zombies below it, and workdirs in its run root.
+5. what thousands of warm Python runs leave behind: the memory, descriptors and threads of the
+   server and of the two processes that live below it (the launcher and the warm template)
+   before and after; then, below each server, zombies and any other process, and workdirs in
+   its run root.
 
 It prints a table and writes the numbers as JSON. A wrong answer, a zombie, a leftover
 workdir or a stray process is printed loudly and makes it exit 1: those are bugs, whatever
-the machine. The timings are not judged; other load on the machine moves them.
+the machine. The timings are marked as meeting their targets or not, but never fail the run:
+other load on the machine moves them.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,14 +49,51 @@ from typing import Any
 
 from mcp import Client, MCPError, StdioServerParameters
 
+# How many warm runs the server keeps started ahead of their calls: that many may wait below
+# its template, each with a workdir, and are not leftovers. Read from the server's own code so
+# that the allowance cannot drift from what it does.
+from sandbox_mcp.sandbox.runner import _STANDBY_RUNS as STANDBY_RUNS
+
 SERVER = Path(sys.executable).parent / "sandbox-mcp"
 TOKEN = re.compile(r"bench-[0-9a-f]{16}")
 IN_FLIGHT = (8, 32)
 FLOOR_IN_FLIGHT = 8
 LEAK_IN_FLIGHT = 8
-# How long zombies under the server may take to be reaped before they count as leaked: a
-# supervisor that has just answered is reaped by the launcher a moment later.
+# How long a server's runs may take to be gone before what is left below it counts as leaked:
+# a supervisor that has just answered is still exiting, and its launcher reaps it after.
 SETTLE_SECONDS = 3.0
+# The servers measured side by side, each with the SANDBOX_WARM it is started with.
+SERVERS = {"warm": "python", "cold": "off"}
+# Each server's part of the uid range from --uid-base: two servers fit in the 64 uids that one
+# slot of the test suite has, and 32 is plenty for 8 runs at a time.
+UIDS_PER_SERVER = 32
+# The processes meant to live below a server between runs, known by their command lines. Each
+# forks a supervisor per run that keeps its command line, so only a direct child of the
+# server counts.
+RESIDENTS = {
+    "launcher": "sandbox_mcp.sandbox.launcher",
+    "template": "sandbox_mcp.sandbox import warm",
+}
+# The targets the server is built to, per row of the report: what is read (a key of `ratios`,
+# or p50_ms, a call's own p50 one at a time), the bound and its unit. Reported beside the
+# numbers, never a reason to fail.
+ROW_TARGETS: dict[str, tuple[tuple[str, str, str, float, str], ...]] = {
+    "python-cold": (
+        ("overhead p50", "overhead_p50_ms", "at most", 3.0, "ms"),
+        ("runs/s at 8, of floor", "throughput_pct_8", "at least", 85.0, "%"),
+    ),
+    "python-warm": (
+        ("call p50, whole stack", "p50_ms", "at most", 2.0, "ms"),
+        ("runs/s at 8, of floor", "throughput_pct_8", "at least", 200.0, "%"),
+    ),
+    "javascript": (
+        ("overhead p50", "overhead_p50_ms", "at most", 2.0, "ms"),
+        ("runs/s at 8, of floor", "throughput_pct_8", "at least", 90.0, "%"),
+    ),
+    "java": (("hello world, call p50", "p50_ms", "at most", 150.0, "ms"),),
+}
+COLD_START_OVER_IMPORT_MS = 150.0  # the cold start's target: the SDK's import plus this
+LEAK_RSS_MB = 5.0  # the leak check's target: each watched process grows by less than this
 
 
 class BenchError(Exception):
@@ -96,6 +142,16 @@ LANGUAGES = {
 
 
 @dataclass(frozen=True)
+class Row:
+    """A language through one of the servers: a line of the report and a key of the JSON."""
+
+    key: str  # "python-warm", "python-cold"; the language's id when one server runs it
+    label: str  # "python (warm)"
+    language: Language
+    server: str  # a key of SERVERS
+
+
+@dataclass(frozen=True)
 class Plan:
     """What to measure and how often, from the command line."""
 
@@ -108,6 +164,23 @@ class Plan:
     json_path: Path
     uid_base: int
     smoke: bool
+
+    @property
+    def rows(self) -> tuple[Row, ...]:
+        """Python through both servers, every other language through the default (warm) one."""
+        found = []
+        for language in self.languages:
+            if language.id == "python":
+                found += [
+                    Row(f"python-{name}", f"python ({name})", language, name) for name in SERVERS
+                ]
+            else:
+                found.append(Row(language.id, language.id, language, "warm"))
+        return tuple(found)
+
+    def uid_base_of(self, server: str) -> int:
+        """The first uid of `server`'s pool: each server has UIDS_PER_SERVER of its own."""
+        return self.uid_base + UIDS_PER_SERVER * list(SERVERS).index(server)
 
     def sequential(self, language: Language) -> int:
         """How many runs of `language` to make one at a time."""
@@ -149,7 +222,7 @@ def parse_plan(argv: Sequence[str] | None = None) -> Plan:
         "--leak-runs",
         metavar="N",
         type=int,
-        help="Python runs of the leak check (default 5000, smoke 50)",
+        help="warm Python runs of the leak check (default 5000, smoke 50)",
     )
     parser.add_argument(
         "--starts",
@@ -168,11 +241,12 @@ def parse_plan(argv: Sequence[str] | None = None) -> Plan:
         "--uid-base",
         metavar="UID",
         type=int,
-        # Above the tests' ranges (100000 + 64 * up to 4000), so that a benchmark and a test
-        # session on one machine do not refuse each other's pool. Fixed, not per process: the
-        # server leaves a lock file per uid, and two benchmarks at once measure nothing anyway.
-        default=400000,
-        help="first uid of the server's pool in pool mode (default: %(default)s)",
+        # Above the tests' ranges (100000 + 64 * up to 8000, below 612000), so that a benchmark
+        # and a test session on one machine do not refuse each other's pool. Fixed, not per
+        # process: two benchmarks at once measure nothing anyway.
+        default=700000,
+        help=f"first uid of the servers' pools in pool mode, {UIDS_PER_SERVER} each "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--smoke", action="store_true", help="everything tiny, for CI: checks, not timings"
@@ -283,6 +357,27 @@ async def measure(count: int, in_flight: int, run: Callable[[], Awaitable[Outcom
     return Measurement(in_flight, tuple(outcomes), time.perf_counter() - started)
 
 
+async def measure_in_turn(
+    count: int, runs: dict[str, Callable[[], Awaitable[Outcome]]]
+) -> dict[str, Measurement]:
+    """Make `count` runs of each, one at a time, taking turns run by run.
+
+    Taking turns puts every side under the same load, however it moves meanwhile. The order
+    rotates each round so that no side always follows the same one. A side's seconds are the
+    sum of its own runs.
+    """
+    names = list(runs)
+    outcomes: dict[str, list[Outcome]] = {name: [] for name in names}
+    for turn in range(count):
+        start = turn % len(names)
+        for name in names[start:] + names[:start]:
+            outcomes[name].append(await runs[name]())
+    return {
+        name: Measurement(1, tuple(found), sum(outcome.ms for outcome in found) / 1000)
+        for name, found in outcomes.items()
+    }
+
+
 # --- the floor ---------------------------------------------------------------------------------
 
 
@@ -346,8 +441,12 @@ def stack_run(client: Client, language: Language) -> Callable[[], Awaitable[Outc
     return run
 
 
-def server_params(run_root: Path, uid_base: int) -> StdioServerParameters:
-    """The server as a client would start it: PATH and HOME passed on, a run root of its own."""
+def server_params(server: str, run_root: Path, uid_base: int) -> StdioServerParameters:
+    """The server as a client would start it: PATH and HOME passed on, a run root of its own.
+
+    `server` names the SANDBOX_WARM it gets (see SERVERS), set even where it is the default so
+    that a change of default does not change what the benchmark measures unnoticed.
+    """
     return StdioServerParameters(
         command=str(SERVER),
         env={
@@ -355,6 +454,8 @@ def server_params(run_root: Path, uid_base: int) -> StdioServerParameters:
             "HOME": os.environ.get("HOME", "/"),
             "SANDBOX_RUN_ROOT": str(run_root),
             "SANDBOX_UID_BASE": str(uid_base),
+            "SANDBOX_UID_COUNT": str(UIDS_PER_SERVER),
+            "SANDBOX_WARM": SERVERS[server],
             # One log line per run would bury the table; warnings still reach stderr.
             "SANDBOX_LOG_LEVEL": "warning",
         },
@@ -400,24 +501,30 @@ def command_line(pid: int) -> str:
         return ""
 
 
-def find_server() -> int:
-    """The pid of the sandbox-mcp this process started: its only child running SERVER."""
-    mine = [
+def started_servers() -> set[int]:
+    """The pids of the sandbox-mcp servers this process has started and that still run."""
+    return {
         pid
         for pid, (parent, _) in process_table().items()
         if parent == os.getpid() and str(SERVER) in command_line(pid)
-    ]
-    if len(mine) != 1:
-        raise BenchError(f"expected one sandbox-mcp child of this process, found {mine}")
-    return mine[0]
+    }
 
 
-def find_launcher(server: int) -> int | None:
-    """The server's launcher, the one process meant to live below it between runs."""
-    for pid in descendants(server, process_table()):
-        if "sandbox_mcp.sandbox.launcher" in command_line(pid):
-            return pid
-    return None
+def find_residents(server: int) -> dict[str, int]:
+    """The server's launcher and warm template, those of them that are there: name -> pid."""
+    children = [pid for pid, (parent, _) in process_table().items() if parent == server]
+    found = {}
+    for pid in children:
+        line = command_line(pid)
+        for name, marker in RESIDENTS.items():
+            if marker in line:
+                found[name] = pid
+    return {name: found[name] for name in RESIDENTS if name in found}
+
+
+def expected_residents(server: str) -> tuple[str, ...]:
+    """What should live below `server` between runs: the launcher, and the template if warm."""
+    return ("launcher", "template") if SERVERS[server] == "python" else ("launcher",)
 
 
 @dataclass(frozen=True)
@@ -445,15 +552,68 @@ class Footprint:
         return {"rss_kb": self.rss_kb, "threads": self.threads, "fds": self.fds}
 
 
-async def settle_zombies(server: int) -> list[int]:
-    """Zombies below the server that are still there after SETTLE_SECONDS."""
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while True:
-        table = process_table()
-        zombies = [pid for pid in descendants(server, table) if table[pid][1] == "Z"]
-        if not zombies or time.monotonic() > deadline:
-            return zombies
-        await asyncio.sleep(0.05)
+@dataclass(frozen=True)
+class Below:
+    """What is below a server besides its residents, sorted out, in pids."""
+
+    standby: tuple[int, ...]  # supervisors of warm runs waiting for their calls
+    zombies: tuple[int, ...]
+    other: tuple[int, ...]  # alive, and neither a resident nor part of a run on standby
+
+
+def sort_below(server: int, residents: dict[str, int]) -> Below:
+    """Look below `server` now.
+
+    A run on standby is a supervisor forked from the template with one live process below
+    it, its program waiting for the go; up to STANDBY_RUNS of them are the server's due. A
+    run whose supervisor hung after its answer with one process left looks the same: it is
+    caught here only beyond STANDBY_RUNS, and after the exit (`left_running`) only if the
+    server's shutdown did not end it.
+    """
+    table = process_table()
+    below = [pid for pid in descendants(server, table) if pid not in residents.values()]
+    zombies = tuple(pid for pid in below if table[pid][1] == "Z")
+    standby: list[int] = []
+    for pid in sorted(pid for pid in below if table[pid][0] == residents.get("template")):
+        program = descendants(pid, table)
+        waiting = len(program) == 1 and not set(program) & set(zombies)
+        if waiting and pid not in zombies and len(standby) < STANDBY_RUNS:
+            standby.append(pid)
+    on_standby = {pid for supervisor in standby for pid in descendants(supervisor, table)}
+    on_standby.update(standby)
+    other = tuple(pid for pid in below if pid not in on_standby and pid not in zombies)
+    return Below(tuple(standby), zombies, other)
+
+
+def uid_processes(uids: range) -> list[int]:
+    """Processes running as any of `uids`: real, effective, saved or file system uid."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("Uid:"):
+                if any(int(uid) in uids for uid in line.split()[1:]):
+                    found.append(int(entry))
+                break
+    return found
+
+
+def describe(pid: int, residents: dict[str, int] | None = None) -> str:
+    """A process for the report: its pid and command line, or the resident it was forked from.
+
+    A supervisor keeps the command line of the resident that forked it, for the template a
+    long one across several lines: naming the resident says as much.
+    """
+    line = command_line(pid)
+    for name, resident in (residents or {}).items():
+        if line and line == command_line(resident):
+            return f"{pid}, forked from the {name}"
+    return f"{pid} {' '.join(line.split())[:120]}" if line else str(pid)
 
 
 # --- the phases --------------------------------------------------------------------------------
@@ -470,17 +630,64 @@ class Startup:
 
 
 @dataclass(frozen=True)
+class Server:
+    """A running sandbox-mcp that calls go through, and the processes that live below it."""
+
+    name: str  # a key of SERVERS
+    client: Client
+    pid: int
+    run_root: Path
+    info: dict[str, Any]  # server_info's structured answer
+    residents: dict[str, int]  # launcher and template, as found when it first answered
+
+
+@dataclass(frozen=True)
 class LeakCheck:
-    """The server and its launcher before and after many runs, and what was left below them."""
+    """The warm server, its launcher and its template before and after many Python runs."""
 
     runs: Measurement
-    before: dict[str, Footprint]
+    before: dict[str, Footprint]  # "server", "launcher", "template" -> footprint
     after: dict[str, Footprint]
+
+    @property
+    def rss_growth_mb(self) -> dict[str, float]:
+        """How much each watched process's resident memory grew, in MB."""
+        return {
+            name: (self.after[name].rss_kb - before.rss_kb) / 1024
+            for name, before in self.before.items()
+        }
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What one server had below it and in its run root once its runs were over, and after."""
+
+    missing: tuple[str, ...]  # residents not there from the first answer to the end
+    standby: int  # warm runs waiting for their calls, up to STANDBY_RUNS
     zombies: int
-    stray: tuple[str, ...]  # live processes under the server besides the launcher
-    launcher_found: bool
-    workdirs_left: tuple[str, ...]  # in the run root after the runs, the server still up
-    workdirs_left_after_exit: tuple[str, ...] = ()
+    stray: tuple[str, ...]  # other live processes below the server, described
+    workdirs: tuple[str, ...]  # in the run root after the runs, one per run on standby due
+    workdirs_after_exit: tuple[str, ...] = ()
+    # Processes running as one of the server's uids once it has exited; None in shared mode,
+    # where that uid is the benchmark's own and tells nothing.
+    running_after_exit: tuple[str, ...] | None = None
+
+    @property
+    def workdirs_left(self) -> int:
+        """Workdirs in the run root beyond the one each run on standby has."""
+        return max(0, len(self.workdirs) - self.standby)
+
+    def as_json(self) -> dict[str, Any]:
+        running = self.running_after_exit
+        return {
+            "missing_residents": list(self.missing),
+            "standby_runs": self.standby,
+            "zombies": self.zombies,
+            "stray_processes": list(self.stray),
+            "workdirs_left": self.workdirs_left,
+            "workdirs_left_after_exit": len(self.workdirs_after_exit),
+            "processes_left_after_exit": None if running is None else list(running),
+        }
 
 
 @dataclass(frozen=True)
@@ -490,12 +697,14 @@ class Results:
     started_at: datetime
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
-    info: dict[str, Any]  # server_info's structured answer
+    info: dict[str, dict[str, Any]]  # server name -> server_info's structured answer
     versions: dict[str, str | None]  # language -> runtime version, from list_languages
     startup: Startup
+    rows: tuple[Row, ...]
     floors: dict[str, dict[str, Measurement]]  # language -> "sequential" or width -> batch
-    stacks: dict[str, dict[str, Measurement]]
+    stacks: dict[str, dict[str, Measurement]]  # row key -> "sequential" or width -> batch
     leak: LeakCheck
+    leftovers: dict[str, Leftovers]  # server name -> what it left
 
 
 def say(message: str) -> None:
@@ -511,11 +720,11 @@ def workdirs(run_root: Path) -> tuple[str, ...]:
 async def measure_startup(
     starts: int, run_root: Path, uid_base: int, cwd: Path, env: dict[str, str]
 ) -> Startup:
-    """Median cold start through the SDK client's ordinary connect, and the SDK's import."""
+    """Median cold start of the default server through the client's connect, and SDK import."""
     cold = []
     for _ in range(starts):
         started = time.perf_counter()
-        async with Client(server_params(run_root, uid_base)) as client:
+        async with Client(server_params("warm", run_root, uid_base)) as client:
             await client.list_tools()
             cold.append((time.perf_counter() - started) * 1000)
 
@@ -533,53 +742,130 @@ async def measure_startup(
     )
 
 
+async def open_servers(exits: AsyncExitStack, plan: Plan, scratch: Path) -> dict[str, Server]:
+    """Start every server of SERVERS on a run root of its own; check each runs Python as asked.
+
+    They start one after another and are then asked for server_info together: a server
+    answers it once it has read its runtimes' versions, seconds of JVM starts, and both read
+    theirs at once.
+    """
+    started = {}
+    for name in SERVERS:
+        running = started_servers()
+        run_root = scratch / f"runs-{name}"
+        params = server_params(name, run_root, plan.uid_base_of(name))
+        client = await exits.enter_async_context(Client(params))
+        new = started_servers() - running
+        if len(new) != 1:
+            raise BenchError(f"expected one new sandbox-mcp child of this process, found {new}")
+        started[name] = (client, new.pop(), run_root)
+
+    answers = await asyncio.gather(
+        *(client.call_tool("server_info", {}) for client, _, _ in started.values())
+    )
+    servers = {}
+    for (name, (client, pid, run_root)), answer in zip(started.items(), answers, strict=True):
+        info = answer.structured_content or {}
+        if ("python" in info.get("warm_languages", [])) != (SERVERS[name] == "python"):
+            raise BenchError(
+                f"the {name} server, started with SANDBOX_WARM={SERVERS[name]}, reports "
+                f"warm_languages {info.get('warm_languages')}; its stderr above says why"
+            )
+        residents = find_residents(pid)
+        named = ", ".join(f"{resident} {found}" for resident, found in residents.items())
+        say(f"{name} server pid {pid} ({named}), identity {info.get('identity')}")
+        servers[name] = Server(name, client, pid, run_root, info, residents)
+    return servers
+
+
 async def measure_language(
-    plan: Plan, language: Language, client: Client, cwd: Path, env: dict[str, str]
-) -> tuple[dict[str, Measurement], dict[str, Measurement]]:
-    """The floor and the stack for one language, alternating so that both see the same load."""
+    plan: Plan,
+    language: Language,
+    servers: dict[str, Server],
+    cwd: Path,
+    env: dict[str, str],
+) -> tuple[dict[str, Measurement], dict[str, dict[str, Measurement]]]:
+    """The floor and each row of one language, taking turns so that all see the same load."""
+    rows = [row for row in plan.rows if row.language == language]
     floor = floor_run(language, cwd, env)
-    stack = stack_run(client, language)
+    stack = {row.key: stack_run(servers[row.server].client, language) for row in rows}
+    sides = {"floor": floor, **stack}
     for _ in range(plan.warmup):
-        await floor()
-        await stack()
+        for run in sides.values():
+            await run()
 
     count = plan.sequential(language)
-    say(f"{language.id}: {count} runs one at a time, bare then through the stack")
-    floors = {"sequential": await measure(count, 1, floor)}
-    stacks = {"sequential": await measure(count, 1, stack)}
+    names = ", ".join(["bare", *(row.label for row in rows)])
+    say(f"{language.id}: {count} runs one at a time each, in turn: {names}")
+    alone = await measure_in_turn(count, sides)
+    floors = {"sequential": alone["floor"]}
+    stacks = {row.key: {"sequential": alone[row.key]} for row in rows}
 
+    # In flight a batch's rate is the number, so each side has its own batch, one after
+    # another: the floor, then every row at 8, then every row at 32.
     count = plan.in_flight(language, FLOOR_IN_FLIGHT)
     say(f"{language.id}: {count} bare runs, {FLOOR_IN_FLIGHT} at a time")
     floors[str(FLOOR_IN_FLIGHT)] = await measure(count, FLOOR_IN_FLIGHT, floor)
     for width in IN_FLIGHT:
         count = plan.in_flight(language, width)
-        say(f"{language.id}: {count} calls, {width} in flight")
-        stacks[str(width)] = await measure(count, width, stack)
+        for row in rows:
+            say(f"{row.label}: {count} calls, {width} in flight")
+            stacks[row.key][str(width)] = await measure(count, width, stack[row.key])
     return floors, stacks
 
 
-async def check_leaks(plan: Plan, client: Client, server: int, run_root: Path) -> LeakCheck:
-    """Read the server and its launcher, make many Python runs, read them again, look below."""
-    launcher = find_launcher(server)
-    watched = {"server": server} | ({"launcher": launcher} if launcher is not None else {})
+async def check_leaks(plan: Plan, server: Server) -> LeakCheck:
+    """Read the server and its residents, make many Python runs through it, read them again."""
+    watched = {"server": server.pid, **server.residents}
     before = {name: Footprint.read(pid) for name, pid in watched.items()}
 
-    say(f"leak check: {plan.leak_runs} Python runs, {LEAK_IN_FLIGHT} in flight")
-    runs = await measure(plan.leak_runs, LEAK_IN_FLIGHT, stack_run(client, LANGUAGES["python"]))
+    say(f"leak check: {plan.leak_runs} Python runs, {LEAK_IN_FLIGHT} in flight, {server.name}")
+    python = LANGUAGES["python"]
+    runs = await measure(plan.leak_runs, LEAK_IN_FLIGHT, stack_run(server.client, python))
 
     after = {name: Footprint.read(pid) for name, pid in watched.items()}
-    zombies = await settle_zombies(server)
-    below = descendants(server, process_table())
-    stray = [pid for pid in below if pid != launcher and pid not in zombies]
-    return LeakCheck(
-        runs=runs,
-        before=before,
-        after=after,
-        zombies=len(zombies),
-        stray=tuple(command_line(pid) or str(pid) for pid in stray),
-        launcher_found=launcher is not None,
-        workdirs_left=workdirs(run_root),
+    return LeakCheck(runs=runs, before=before, after=after)
+
+
+async def look_below(server: Server) -> Leftovers:
+    """Once its runs are over: the server's residents, its runs on standby, anything else below
+    it, and its run root.
+
+    Waits up to SETTLE_SECONDS for the last runs' supervisors to go (they exit after their
+    answers) and for two looks in a row to agree, the run root read between them: the server
+    refills its standby runs in the background.
+    """
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        first = sort_below(server.pid, server.residents)
+        found = workdirs(server.run_root)
+        below = sort_below(server.pid, server.residents)
+        clean = not below.zombies and not below.other and len(found) <= len(below.standby)
+        if (first == below and clean) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+
+    now = find_residents(server.pid)
+    missing = tuple(
+        name
+        for name in expected_residents(server.name)
+        if name not in server.residents or now.get(name) != server.residents[name]
     )
+    return Leftovers(
+        missing=missing,
+        standby=len(below.standby),
+        zombies=len(below.zombies),
+        stray=tuple(describe(pid, server.residents) for pid in below.other),
+        workdirs=found,
+    )
+
+
+async def left_running(uids: range) -> tuple[str, ...]:
+    """Processes still running as one of `uids` after SETTLE_SECONDS, or none at once."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while (found := uid_processes(uids)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return tuple(describe(pid) for pid in found)
 
 
 async def bench(plan: Plan) -> Results:
@@ -605,33 +891,43 @@ async def bench(plan: Plan) -> Results:
 
         # 2. Start-up, with servers on a run root of their own.
         say(f"{plan.starts} cold starts, then the SDK's import time")
-        startup = await measure_startup(plan.starts, scratch / "cold", plan.uid_base, cwd, env)
+        starts_root = scratch / "starts"
+        startup = await measure_startup(plan.starts, starts_root, plan.uid_base, cwd, env)
 
-        # 3. One server for the rest: the floor and the stack per language, then the leaks.
-        run_root = scratch / "runs"
-        async with Client(server_params(run_root, plan.uid_base)) as client:
-            server = find_server()
-            info = (await client.call_tool("server_info", {})).structured_content or {}
-            listed = (await client.call_tool("list_languages", {})).structured_content or {}
+        # 3. The two servers, up side by side for the rest: the floor and every row per
+        # language, then the leak check through the warm one, then what each left below it.
+        async with AsyncExitStack() as exits:
+            servers = await open_servers(exits, plan, scratch)
+            default = servers["warm"]
+            listed = (await default.client.call_tool("list_languages", {})).structured_content
             versions = {
                 entry["id"]: entry["version"]
-                for entry in listed.get("languages", [])
+                for entry in (listed or {}).get("languages", [])
                 if entry["available"]
             }
             missing = [language.id for language in plan.languages if language.id not in versions]
             if missing:
                 raise BenchError(f"the server cannot run {missing}; list_languages says why")
-            say(f"server pid {server}, identity {info.get('identity')}")
 
             floors, stacks = {}, {}
             for language in plan.languages:
-                floors[language.id], stacks[language.id] = await measure_language(
-                    plan, language, client, cwd, env
+                floors[language.id], found = await measure_language(
+                    plan, language, servers, cwd, env
                 )
-            leak = await check_leaks(plan, client, server, run_root)
+                stacks.update(found)
+            leak = await check_leaks(plan, default)
+            leftovers = {name: await look_below(server) for name, server in servers.items()}
 
-        # 4. A server removes its empty run root when it closes: anything there was left.
-        leak = replace(leak, workdirs_left_after_exit=workdirs(run_root))
+        # 4. A server removes its empty run root when it closes, and no process of its runs
+        # outlives it: anything in the run root, or running as one of its uids, was left.
+        for name, left in leftovers.items():
+            uids = range(plan.uid_base_of(name), plan.uid_base_of(name) + UIDS_PER_SERVER)
+            pool = servers[name].info.get("identity") == "pool"
+            leftovers[name] = replace(
+                left,
+                workdirs_after_exit=workdirs(servers[name].run_root),
+                running_after_exit=await left_running(uids) if pool else None,
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -639,23 +935,56 @@ async def bench(plan: Plan) -> Results:
         started_at=started_at,
         load_before=load_before,
         load_after=os.getloadavg(),
-        info=info,
+        info={name: server.info for name, server in servers.items()},
         versions=versions,
         startup=startup,
+        rows=plan.rows,
         floors=floors,
         stacks=stacks,
         leak=leak,
+        leftovers=leftovers,
     )
 
 
 # --- the report --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Target:
+    """A target the server is built to, beside what this run measured; never judged."""
+
+    subject: str  # a row's label, or the part of the report it is about
+    measure: str
+    value: float
+    bound: str  # "at most", "at least" or "under"
+    limit: float
+    unit: str  # "ms", "%" or "MB"
+
+    @property
+    def met(self) -> bool:
+        if self.bound == "at most":
+            return self.value <= self.limit
+        if self.bound == "at least":
+            return self.value >= self.limit
+        return self.value < self.limit
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "measure": self.measure,
+            "value": round(self.value, 2),
+            "bound": self.bound,
+            "limit": round(self.limit, 2),
+            "unit": self.unit,
+            "met": self.met,
+        }
+
+
 def problems(results: Results) -> list[str]:
     """What is wrong whatever the machine: wrong answers, zombies, strays, leftover workdirs."""
     found = []
     batches = [(f"{language} bare", by) for language, by in results.floors.items()]
-    batches += [(f"{language} stack", by) for language, by in results.stacks.items()]
+    batches += [(f"{row.label} stack", results.stacks[row.key]) for row in results.rows]
     batches.append(("leak check", {str(LEAK_IN_FLIGHT): results.leak.runs}))
     for where, by_width in batches:
         for width, batch in by_width.items():
@@ -664,19 +993,30 @@ def problems(results: Results) -> list[str]:
                     f"{where} {width}: {batch.runs - batch.correct} of {batch.runs} answers "
                     f"wrong, e.g. {batch.problems()}"
                 )
-    leak = results.leak
-    if leak.zombies:
-        found.append(f"{leak.zombies} zombies under the server")
-    if leak.stray:
-        found.append(f"processes left under the server: {list(leak.stray)}")
-    if not leak.launcher_found:
-        found.append("the server's launcher was not found below it")
-    if leak.workdirs_left:
-        found.append(f"workdirs left in the run root: {list(leak.workdirs_left[:5])}")
-    if leak.workdirs_left_after_exit:
-        found.append(
-            f"workdirs left after the server exited: {list(leak.workdirs_left_after_exit[:5])}"
-        )
+    for name, left in results.leftovers.items():
+        found += [
+            f"{name} server: its {resident} was not below it from the first call to the last"
+            for resident in left.missing
+        ]
+        if left.zombies:
+            found.append(f"{name} server: {left.zombies} zombies below it")
+        if left.stray:
+            found.append(f"{name} server: processes left below it: {list(left.stray)}")
+        if left.workdirs_left:
+            found.append(
+                f"{name} server: {len(left.workdirs)} workdirs in its run root for "
+                f"{left.standby} runs on standby: {list(left.workdirs[:5])}"
+            )
+        if left.workdirs_after_exit:
+            found.append(
+                f"{name} server: workdirs left after it exited: "
+                f"{list(left.workdirs_after_exit[:5])}"
+            )
+        if left.running_after_exit:
+            found.append(
+                f"{name} server: processes of its uids left after it exited: "
+                f"{list(left.running_after_exit[:5])}"
+            )
     return found
 
 
@@ -687,9 +1027,9 @@ def exact(results: Results) -> tuple[int, int]:
     return sum(batch.correct for batch in batches), sum(batch.runs for batch in batches)
 
 
-def ratios(results: Results, language: str) -> dict[str, float]:
-    """Overhead in ms at the median, and the stack's throughput as a share of the floor's."""
-    floor, stack = results.floors[language], results.stacks[language]
+def ratios(results: Results, row: Row) -> dict[str, float]:
+    """Overhead in ms at the median, and the row's throughput as a share of its floor's."""
+    floor, stack = results.floors[row.language.id], results.stacks[row.key]
     floor_rate = floor[str(FLOOR_IN_FLIGHT)].runs_per_s
     found = {"overhead_p50_ms": stack["sequential"].p50_ms - floor["sequential"].p50_ms}
     for width in IN_FLIGHT:
@@ -697,10 +1037,50 @@ def ratios(results: Results, language: str) -> dict[str, float]:
     return found
 
 
+def targets(results: Results) -> list[Target]:
+    """Every target this run has a number for: per row, the cold start, the leak check."""
+    found = []
+    for row in results.rows:
+        readings = {
+            **ratios(results, row),
+            "p50_ms": results.stacks[row.key]["sequential"].p50_ms,
+        }
+        found += [
+            Target(row.label, measure, readings[key], bound, limit, unit)
+            for measure, key, bound, limit, unit in ROW_TARGETS.get(row.key, ())
+        ]
+
+    startup = results.startup
+    found.append(
+        Target(
+            "server",
+            f"cold start, SDK import + {COLD_START_OVER_IMPORT_MS:.0f}",
+            statistics.median(startup.cold_ms),
+            "at most",
+            startup.import_ms + COLD_START_OVER_IMPORT_MS,
+            "ms",
+        )
+    )
+    growth = results.leak.rss_growth_mb
+    worst = max(growth, key=lambda name: growth[name])
+    found.append(
+        Target(
+            "leak check",
+            f"RSS growth, largest ({worst})",
+            growth[worst],
+            "under",
+            LEAK_RSS_MB,
+            "MB",
+        )
+    )
+    return found
+
+
 def as_json(plan: Plan, results: Results, found: list[str]) -> dict[str, Any]:
     """Every section, each batch with its runs, exactness and timings."""
     correct, total = exact(results)
     startup, leak = results.startup, results.leak
+    info = results.info["warm"]
     return {
         "meta": {
             "started_at": results.started_at.isoformat(timespec="seconds"),
@@ -708,28 +1088,41 @@ def as_json(plan: Plan, results: Results, found: list[str]) -> dict[str, Any]:
             "kernel": platform.release(),
             "load_average_before": [round(value, 2) for value in results.load_before],
             "load_average_after": [round(value, 2) for value in results.load_after],
-            "server_version": results.info.get("version"),
-            "sdk_version": results.info.get("sdk_version"),
-            "identity": results.info.get("identity"),
-            "server_uid": results.info.get("server_uid"),
+            "server_version": info.get("version"),
+            "sdk_version": info.get("sdk_version"),
+            "identity": info.get("identity"),
+            "server_uid": info.get("server_uid"),
             "runtime_versions": {lang.id: results.versions.get(lang.id) for lang in plan.languages},
             "smoke": plan.smoke,
             "runs": plan.runs,
             "calls": plan.calls,
             "leak_runs": plan.leak_runs,
         },
+        "servers": {
+            name: {
+                "sandbox_warm": SERVERS[name],
+                "uid_base": plan.uid_base_of(name),
+                "warm_languages": server_info.get("warm_languages"),
+            }
+            for name, server_info in results.info.items()
+        },
+        "rows": {
+            row.key: {"label": row.label, "language": row.language.id, "server": row.server}
+            for row in results.rows
+        },
         "floor": {
             language: {width: batch.as_json() for width, batch in by_width.items()}
             for language, by_width in results.floors.items()
         },
         "stack": {
-            language: {width: batch.as_json() for width, batch in by_width.items()}
-            for language, by_width in results.stacks.items()
+            row.key: {width: batch.as_json() for width, batch in results.stacks[row.key].items()}
+            for row in results.rows
         },
         "ratios": {
-            language: {key: round(value, 2) for key, value in ratios(results, language).items()}
-            for language in results.stacks
+            row.key: {key: round(value, 2) for key, value in ratios(results, row).items()}
+            for row in results.rows
         },
+        "targets": [target.as_json() for target in targets(results)],
         "exact": {"correct": correct, "total": total, "ratio": correct / total},
         "cold_start": {
             "starts": len(startup.cold_ms),
@@ -740,14 +1133,12 @@ def as_json(plan: Plan, results: Results, found: list[str]) -> dict[str, Any]:
             "interpreter_start_ms": round(startup.interpreter_ms, 1),
         },
         "leak": {
+            "server": "warm",
             "runs": leak.runs.as_json(),
             "before": {name: footprint.as_json() for name, footprint in leak.before.items()},
             "after": {name: footprint.as_json() for name, footprint in leak.after.items()},
-            "zombies": leak.zombies,
-            "stray_processes": list(leak.stray),
-            "workdirs_left": len(leak.workdirs_left),
-            "workdirs_left_after_exit": len(leak.workdirs_left_after_exit),
         },
+        "leftovers": {name: left.as_json() for name, left in results.leftovers.items()},
         "ok": not found,
         "problems": found,
     }
@@ -755,7 +1146,7 @@ def as_json(plan: Plan, results: Results, found: list[str]) -> dict[str, Any]:
 
 def render(plan: Plan, results: Results, found: list[str]) -> str:
     """The report a person reads."""
-    info = results.info
+    info = results.info["warm"]
     mode = {
         "pool": "pool (each run its own uid)",
         "shared": "shared (runs use the server's uid)",
@@ -770,25 +1161,30 @@ def render(plan: Plan, results: Results, found: list[str]) -> str:
         "other work on the machine moves every timing",
         "floor: the bare runtime started from asyncio; stack: execute_code through the MCP "
         "client over stdio",
+        "python (warm): the default server, whose Python runs fork a template interpreter "
+        "started in advance;",
+        "python (cold): a second server with SANDBOX_WARM=off, a fresh interpreter per run; "
+        "other languages: the default server",
         "",
         "One at a time, ms per run",
     ]
     rows = []
-    for language, stack in results.stacks.items():
-        floor, alone = results.floors[language]["sequential"], stack["sequential"]
+    for row in results.rows:
+        floor = results.floors[row.language.id]["sequential"]
+        alone = results.stacks[row.key]["sequential"]
         rows.append(
             [
-                language,
+                row.label,
                 str(alone.runs),
                 f"{floor.p50_ms:.1f}",
                 f"{floor.p95_ms:.1f}",
                 f"{alone.p50_ms:.1f}",
                 f"{alone.p95_ms:.1f}",
-                f"{ratios(results, language)['overhead_p50_ms']:+.1f}",
+                f"{ratios(results, row)['overhead_p50_ms']:+.1f}",
                 percent(alone.exact),
             ]
         )
-    headers = ["language", "runs", "floor p50", "p95", "stack p50", "p95", "overhead", "exact"]
+    headers = ["", "runs", "floor p50", "p95", "stack p50", "p95", "overhead", "exact"]
     lines += table(headers, rows)
     lines += [
         f"  {language.id}: {language.remark}" for language in plan.languages if language.remark
@@ -800,14 +1196,14 @@ def render(plan: Plan, results: Results, found: list[str]) -> str:
         f"floor's at {FLOOR_IN_FLIGHT}",
     ]
     rows = []
-    for language, stack in results.stacks.items():
-        floor = results.floors[language][str(FLOOR_IN_FLIGHT)]
-        shares = ratios(results, language)
+    for row in results.rows:
+        floor = results.floors[row.language.id][str(FLOOR_IN_FLIGHT)]
+        shares = ratios(results, row)
         for width in IN_FLIGHT:
-            batch = stack[str(width)]
+            batch = results.stacks[row.key][str(width)]
             rows.append(
                 [
-                    language,
+                    row.label,
                     str(width),
                     str(batch.runs),
                     f"{floor.runs_per_s:.1f}" if width == FLOOR_IN_FLIGHT else "",
@@ -818,14 +1214,14 @@ def render(plan: Plan, results: Results, found: list[str]) -> str:
                     percent(batch.exact),
                 ]
             )
-    headers = ["language", "in flight", "calls", "floor runs/s", "p50", "stack runs/s", "p50"]
+    headers = ["", "in flight", "calls", "floor runs/s", "p50", "stack runs/s", "p50"]
     lines += table([*headers, "of floor", "exact"], rows)
 
     startup = results.startup
     samples = " ".join(f"{sample:.0f}" for sample in startup.cold_ms)
     lines += [
         "",
-        "Server start",
+        "Server start (the default server)",
         f"  cold start, spawn to the first tools/list answer: "
         f"{statistics.median(startup.cold_ms):.0f} ms (median of {len(startup.cold_ms)}: "
         f"{samples})",
@@ -836,8 +1232,8 @@ def render(plan: Plan, results: Results, found: list[str]) -> str:
     leak = results.leak
     lines += [
         "",
-        f"Leak check: {leak.runs.runs} Python runs, {LEAK_IN_FLIGHT} in flight, "
-        f"{leak.runs.runs_per_s:.1f} runs/s, exact {percent(leak.runs.exact)}",
+        f"Leak check: {leak.runs.runs} Python runs through the warm server, {LEAK_IN_FLIGHT} in "
+        f"flight, {leak.runs.runs_per_s:.1f} runs/s, exact {percent(leak.runs.exact)}",
     ]
     rows = []
     for name, before in leak.before.items():
@@ -847,25 +1243,58 @@ def render(plan: Plan, results: Results, found: list[str]) -> str:
                 f"{name} RSS MB",
                 f"{before.rss_kb / 1024:.1f}",
                 f"{after.rss_kb / 1024:.1f}",
-                f"{(after.rss_kb - before.rss_kb) / 1024:+.1f}",
+                f"{leak.rss_growth_mb[name]:+.1f}",
             ]
         )
         rows.append([f"{name} descriptors", *change(before.fds, after.fds)])
         rows.append([f"{name} threads", *change(before.threads, after.threads)])
     lines += table(["", "before", "after", "change"], rows)
-    lines.append(
-        f"  zombies under the server: {leak.zombies}; other processes under it than the "
-        f"launcher: {len(leak.stray)}; workdirs left in the run root: "
-        f"{len(leak.workdirs_left)}, and {len(leak.workdirs_left_after_exit)} after exit"
-    )
+    for name, left in results.leftovers.items():
+        residents = " and ".join(expected_residents(name))
+        running = left.running_after_exit
+        after = str(len(running)) if running is not None else "not checked (shared mode)"
+        lines += [
+            f"  {name} server, its runs over: {residents} there throughout: "
+            f"{'no' if left.missing else 'yes'}; runs on standby {left.standby}; zombies "
+            f"{left.zombies}; other processes {len(left.stray)}; workdirs left "
+            f"{left.workdirs_left}",
+            f"  {name} server, exited: workdirs left {len(left.workdirs_after_exit)}; processes "
+            f"of its uids {after}",
+        ]
+
+    found_targets = targets(results)
+    lines += [
+        "",
+        "Targets: marked, never a reason to fail (other load on the machine moves timings)",
+    ]
+    rows = [
+        [
+            target.subject,
+            target.measure,
+            amount(target.value, target.unit),
+            f"{target.bound} {amount(target.limit, target.unit)}",
+            "met" if target.met else "not met",
+        ]
+        for target in found_targets
+    ]
+    lines += table(["", "measure", "measured", "target", ""], rows, left=2)
 
     lines.append("")
+    met = sum(target.met for target in found_targets)
     if found:
         lines += ["!" * 80, "!! BENCHMARK FAILED", *(f"!! {problem}" for problem in found)]
         lines.append("!" * 80)
     else:
-        lines.append(f"All {exact(results)[1]} answers exact; nothing left behind.")
+        lines.append(
+            f"All {exact(results)[1]} answers exact; nothing left behind. "
+            f"Targets met: {met} of {len(found_targets)}."
+        )
     return "\n".join(lines)
+
+
+def amount(value: float, unit: str) -> str:
+    """A measured or target value with its unit."""
+    return f"{value:.0f}%" if unit == "%" else f"{value:.1f} {unit}"
 
 
 def percent(share: float) -> str:
@@ -880,14 +1309,16 @@ def change(before: int | None, after: int | None) -> list[str]:
     return [str(before), str(after), f"{after - before:+d}"]
 
 
-def table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    """Columns padded to their widest cell: the first left-aligned, the rest right-aligned."""
+def table(headers: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    """Columns padded to their widest cell: the first `left` left-aligned, the rest right."""
     widths = [max(len(row[column]) for row in [headers, *rows]) for column in range(len(headers))]
 
     def line(cells: list[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
-        return "  " + "  ".join([first, *rest])
+        padded = [
+            cell.ljust(width) if column < left else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return ("  " + "  ".join(padded)).rstrip()
 
     return [line(headers), *(line(row) for row in rows)]
 

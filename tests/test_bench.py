@@ -1,8 +1,12 @@
 """`scripts/bench --smoke`: every section is there, every answer exact, nothing left behind.
 
+Python is measured through two servers, warm (the default) and cold (SANDBOX_WARM=off), and
+both must answer exactly and leave nothing below them but their launcher and, when warm, the
+template and its runs on standby; nothing of theirs may outlive them.
+
 No timing is checked: the numbers depend on the machine and on what else runs on it, and are
 read from the benchmark itself, never asserted. In the root pass of `scripts/test` only (it
-sits at the top of `tests/`), so the server it starts runs in pool mode.
+sits at the top of `tests/`), so the servers it starts run in pool mode.
 """
 
 from __future__ import annotations
@@ -11,10 +15,13 @@ import json
 import subprocess
 from pathlib import Path
 
+from sandbox_mcp.sandbox.runner import _STANDBY_RUNS
 from tests.support import IS_ROOT, uid_base
 
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench"
 LANGUAGES = ("python", "javascript")
+# Python through the warm (default) server and through the cold one; JavaScript through the first.
+ROWS = ("python-warm", "python-cold", "javascript")
 
 
 def test_smoke_bench_answers_exactly_and_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -40,33 +47,55 @@ def test_smoke_bench_answers_exactly_and_leaves_nothing_behind(tmp_path: Path) -
 
     assert completed.returncode == 0, completed.stdout + completed.stderr
     results = json.loads(output.read_text())
-    assert {"meta", "floor", "stack", "ratios", "exact", "cold_start", "leak"} <= set(results)
+    assert {"meta", "servers", "floor", "stack", "ratios", "targets", "exact"} <= set(results)
+    assert {"cold_start", "leak", "leftovers"} <= set(results)
     mode = "pool" if IS_ROOT else "shared"
     assert results["meta"]["identity"] == mode
     assert f"identity {mode}" in completed.stdout
+    assert results["servers"]["warm"]["warm_languages"] == ["python"]
+    assert results["servers"]["cold"]["warm_languages"] == []
+    assert set(results["floor"]) == set(LANGUAGES)
     for language in LANGUAGES:
         assert set(results["floor"][language]) == {"sequential", "8"}
-        stack = results["stack"][language]
+    for row in ROWS:
+        stack = results["stack"][row]
         assert {width: batch["exact"] for width, batch in stack.items()} == {
             "sequential": 1.0,
             "8": 1.0,
             "32": 1.0,
         }
         assert [stack[width]["runs"] for width in ("8", "32")] == [8, 32]
-        assert set(results["ratios"][language]) == {
+        assert set(results["ratios"][row]) == {
             "overhead_p50_ms",
             "throughput_pct_8",
             "throughput_pct_32",
         }
+    assert set(results["stack"]) == set(ROWS)
+    assert "python (warm)" in completed.stdout
+    assert "python (cold)" in completed.stdout
+    # Every target is there and marked, whether met or not: timings are never asserted.
+    subjects = {target["subject"] for target in results["targets"]}
+    assert subjects == {"python (warm)", "python (cold)", "javascript", "server", "leak check"}
+    assert all(isinstance(target["met"], bool) for target in results["targets"])
+    assert "Targets" in completed.stdout
     assert results["exact"]["ratio"] == 1.0
     assert results["cold_start"]["starts"] == 2
     assert "sdk_import_ms" in results["cold_start"]
     leak = results["leak"]
     assert leak["runs"]["runs"] == 50
     assert leak["runs"]["exact"] == 1.0
-    assert set(leak["before"]) == set(leak["after"]) == {"server", "launcher"}
-    assert leak["zombies"] == 0
-    assert leak["stray_processes"] == []
-    assert leak["workdirs_left"] == 0
-    assert leak["workdirs_left_after_exit"] == 0
+    assert set(leak["before"]) == set(leak["after"]) == {"server", "launcher", "template"}
+    assert "template RSS MB" in completed.stdout
+    for server in ("warm", "cold"):
+        left = results["leftovers"][server]
+        # How many warm runs wait on standby depends on timing; the cold server keeps none.
+        assert left.pop("standby_runs") <= (_STANDBY_RUNS if server == "warm" else 0)
+        assert left == {
+            "missing_residents": [],
+            "zombies": 0,
+            "stray_processes": [],
+            "workdirs_left": 0,
+            "workdirs_left_after_exit": 0,
+            "processes_left_after_exit": [] if IS_ROOT else None,
+        }
     assert results["ok"] is True
