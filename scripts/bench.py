@@ -1151,14 +1151,17 @@ def render(plan: Plan, results: Results, found: list[str]) -> str:
         "pool": "pool (each run its own uid)",
         "shared": "shared (runs use the server's uid)",
     }.get(info.get("identity"), str(info.get("identity")))
-    load = " ".join(f"{value:.2f}" for value in results.load_before)
+    load, load_after = (
+        " ".join(f"{value:.2f}" for value in loads)
+        for loads in (results.load_before, results.load_after)
+    )
     lines = [
         f"sandbox-mcp {info.get('version')} benchmark, "
         f"{results.started_at.isoformat(timespec='seconds')}"
         + (" (smoke: tiny counts, the timings mean nothing)" if plan.smoke else ""),
         f"MCP SDK {info.get('sdk_version')}; identity {mode}; server uid {info.get('server_uid')}",
-        f"{os.cpu_count()} CPUs, Linux {platform.release()}, load average {load} at the start: "
-        "other work on the machine moves every timing",
+        f"{os.cpu_count()} CPUs, Linux {platform.release()}, load average {load} at the start, "
+        f"{load_after} at the end: other work on the machine moves every timing",
         "floor: the bare runtime started from asyncio; stack: execute_code through the MCP "
         "client over stdio",
         "python (warm): the default server, whose Python runs fork a template interpreter "
