@@ -418,7 +418,8 @@ async def test_nothing_is_left_after_the_battery(client: Client) -> None:
 
     assert info["workdirs_present"] == 0
     assert leftovers["stdout"].strip() == "0"
-    assert _processes_of_pool_uids() == []
+    # Only the runs on standby hold pool uids: a supervisor and a waiting process each.
+    assert len(_processes_of_pool_uids()) <= 2 * info["runs_on_standby"]
 
 
 def _processes_of_pool_uids() -> list[int]:

@@ -91,7 +91,16 @@ class Launcher:
 
     def fork_supervisor(self, fds: list[int]) -> None:
         stdin, stdout, stderr, control_fd, payload, spec_fd = fds
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            # Out of processes (a run's fork bomb against a pids limit, say): this run cannot
+            # start, and the server learns it when its control socket closes. The launcher
+            # must live on for the next runs.
+            print(f"launcher: could not fork a supervisor: {exc}", file=sys.stderr, flush=True)
+            for fd in fds:
+                os.close(fd)
+            return
         if pid == 0:
             status = 0
             try:

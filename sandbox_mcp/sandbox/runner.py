@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import socket
 import stat
 import subprocess  # nosec B404 # each call is judged where it is made
@@ -35,7 +34,7 @@ from sandbox_mcp.errors import (
     LauncherError,
     RuntimeUnavailable,
 )
-from sandbox_mcp.sandbox import _libc, landlock, posture, warm
+from sandbox_mcp.sandbox import _libc, files, landlock, posture, warm
 from sandbox_mcp.sandbox import diagnostics as diagnostics_module
 from sandbox_mcp.sandbox import identity as identities
 from sandbox_mcp.sandbox.diagnostics import Diagnostic
@@ -430,9 +429,10 @@ class Sandbox:
         return verdict == "opened", f"{verdict}: {detail}".strip() if verdict else result.stderr
 
     def workdirs_present(self) -> int:
-        """How many workdirs exist under the run root right now."""
+        """How many workdirs exist under the run root now, besides those of runs on standby."""
+        standby = {Path(ready.spec.workdir).name for ready in self._standby}
         try:
-            return sum(1 for _ in self.settings.run_root.iterdir())
+            return sum(1 for entry in self.settings.run_root.iterdir() if entry.name not in standby)
         except OSError:
             return 0
 
@@ -651,6 +651,11 @@ class Sandbox:
         )
         assert self._launcher is not None, "Sandbox.start() was not called"  # noqa: S101
         launchers = [self._launcher.pid] + ([self._template.pid] if self._template else [])
+        # kill() and tkill() accept any thread's id, and the server has several threads. Where
+        # Landlock cannot scope signals (before Linux 6.12) this list is all that guards them
+        # in shared mode; a thread started after the run began is not on it (README, "Identity
+        # modes").
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
         return RunSpec(
             run_id=run_id,
             argv=argv,
@@ -662,7 +667,7 @@ class Sandbox:
             gid=uid,
             network=settings.network == "on",
             landlock_abi=self.landlock_abi,
-            protected_pids=sorted({os.getpid(), os.getpgid(0), os.getppid(), *launchers}),
+            protected_pids=sorted({os.getpid(), os.getpgid(0), os.getppid(), *launchers, *threads}),
             build_argv=build_argv,
             output_bytes=settings.output_bytes,
             max_output_bytes=settings.max_output_bytes,
@@ -824,9 +829,10 @@ class Sandbox:
         os.chmod(root, 0o1733 if self.identity.mode == "pool" else 0o700)
         for stale in root.iterdir():
             # Left by a server that died without cleaning up.
-            shutil.rmtree(stale, ignore_errors=True)
-            if stale.exists():
-                logger.warning("stale workdir %s could not be removed", stale)
+            try:
+                files.remove_tree(str(stale))
+            except OSError as exc:
+                logger.warning("stale workdir %s could not be removed: %s", stale, exc)
 
     def _start_template(self) -> _LauncherProcess | None:
         """Start the warm launcher on the snippets' own Python, or say why not."""

@@ -17,6 +17,11 @@ It denies what no snippet needs and what would let one reach beyond its run:
   (kill(-1)), by pid compared against the filter's constants;
 - pidfd_send_signal, whose target is a file descriptor the filter cannot see: runtimes that
   try it (Go 1.23 and later) fall back to kill() on ENOSYS;
+- changing another process's limits, priority, scheduling or CPU affinity (prlimit64 with a
+  new limit, setpriority, ioprio_set, sched_set*): only the caller's own (pid 0) may be
+  changed. In shared mode every process of the server runs as the snippet's uid, and these
+  calls are not refused by uid or by Landlock: a snippet could otherwise cap the server's
+  open files or CPU time, or starve it of the CPU;
 - with the network off, every socket family but AF_UNIX.
 
 Signals to *other runs* are stopped by the run's Landlock domain where the kernel has signal
@@ -98,6 +103,12 @@ _ENOSYS = (
 # CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID |
 # CLONE_NEWNET: the flags in clone's first argument (on x86_64 and aarch64) that make namespaces.
 _CLONE_NEW_NAMESPACES = 0x7E020000
+# Calls whose first argument names the process they change; only 0, "myself", passes.
+_OWN_PROCESS = ("sched_setaffinity", "sched_setscheduler", "sched_setparam", "sched_setattr")
+# setpriority(which, who, ...) and ioprio_set(which, who, ...): only "this process, myself".
+# who = 0 with a process group or a user as `which` means the caller's own, all of them.
+_PRIO_PROCESS = 0
+_IOPRIO_WHO_PROCESS = 1
 _SIGNAL_CALLS = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open")
 
 
@@ -164,6 +175,11 @@ def build_filter(policy: FilterPolicy, machine: str = _libc.MACHINE) -> bytes:
     for name in _ENOSYS:
         program.jump_if(_JEQ_K, numbers[name], "enosys")
     program.jump_if(_JEQ_K, numbers["clone"], "clone")
+    for name in _OWN_PROCESS:
+        program.jump_if(_JEQ_K, numbers[name], "own_process")
+    program.jump_if(_JEQ_K, numbers["setpriority"], "setpriority")
+    program.jump_if(_JEQ_K, numbers["ioprio_set"], "ioprio_set")
+    program.jump_if(_JEQ_K, numbers["prlimit64"], "prlimit")
     if not policy.network:
         program.jump_if(_JEQ_K, numbers["socket"], "socket")
     for name in _SIGNAL_CALLS:
@@ -174,6 +190,33 @@ def build_filter(policy: FilterPolicy, machine: str = _libc.MACHINE) -> bytes:
     program.load(_OFF_ARG0_LOW)
     program.jump_if(_JSET_K, _CLONE_NEW_NAMESPACES, "eperm")
     program.ret(_RET_ALLOW)
+
+    # pid_t arguments are 32-bit: the low word is the whole value.
+    program.label("own_process")
+    program.load(_OFF_ARG0_LOW)
+    program.jump_if(_JEQ_K, 0, "allow")
+    program.ret(_RET_ERRNO | errno_codes.EPERM)
+    for call, which in (("setpriority", _PRIO_PROCESS), ("ioprio_set", _IOPRIO_WHO_PROCESS)):
+        program.label(call)
+        program.load(_OFF_ARG0_LOW)
+        program.jump_if(_JEQ_K, which, f"{call}_who")
+        program.ret(_RET_ERRNO | errno_codes.EPERM)
+        program.label(f"{call}_who")
+        program.load(_OFF_ARG0_LOW + 8)
+        program.jump_if(_JEQ_K, 0, "allow")
+        program.ret(_RET_ERRNO | errno_codes.EPERM)
+
+    # prlimit64(pid, resource, new, old): another process's limits may be read, not set.
+    program.label("prlimit")
+    program.load(_OFF_ARG0_LOW)
+    program.jump_if(_JEQ_K, 0, "allow")
+    program.load(_OFF_ARG0_LOW + 16)
+    program.jump_if(_JEQ_K, 0, "prlimit_new_high")
+    program.ret(_RET_ERRNO | errno_codes.EPERM)
+    program.label("prlimit_new_high")
+    program.load(_OFF_ARG0_LOW + 20)
+    program.jump_if(_JEQ_K, 0, "allow")
+    program.ret(_RET_ERRNO | errno_codes.EPERM)
 
     program.label("socket")
     program.load(_OFF_ARG0_LOW)

@@ -19,14 +19,14 @@ import os
 import resource
 import select
 import selectors
-import shutil
 import signal
 import socket
 import stat
+import sys
 import time
 from dataclasses import dataclass, field
 
-from sandbox_mcp.sandbox import _libc, landlock, processes, seccomp, warm
+from sandbox_mcp.sandbox import _libc, files, landlock, processes, seccomp, warm
 from sandbox_mcp.sandbox.output import CapturedText, StreamCapture
 from sandbox_mcp.sandbox.spec import BuildOutcome, RunOutcome, RunSpec
 
@@ -37,6 +37,9 @@ DEVICE_DIRS = ("/dev",)
 # How often the watchdog looks at the run: often at first, when most runs end, then less.
 _SAMPLE_STEPS = ((0.05, 0.005), (1.0, 0.02), (float("inf"), 0.1))
 _DISK_EVERY = 0.5
+# Files and directories a workdir may hold: past this the disk watch stops counting, and the
+# run is stopped as if its disk were full (README, "What every run gets").
+_MAX_ENTRIES = 20_000
 
 
 @dataclass
@@ -161,7 +164,7 @@ def supervise(spec: RunSpec, fds: RunFds, control: socket.socket) -> None:
         _close_quietly(fds.stdin, fds.stdout, fds.stderr, fds.payload)
         _kill_everything(watch, pool_mode)
         _report(control, _outcome(spec, watch))
-        _remove_workdir(spec.workdir, watch)
+        _remove_workdir(spec)
 
 
 def _stand_by_then_run(
@@ -517,34 +520,47 @@ def _over_limit(spec: RunSpec, watch: _Watch, now: float, next_disk: float) -> b
         if written > spec.max_output_bytes:
             watch.limit = "output"
             return True
-    if now >= next_disk and _disk_usage(spec.workdir) > spec.limits.max_disk_bytes:
-        watch.limit = "disk"
-        return True
+    if now >= next_disk:
+        used, entries = _disk_usage(spec.workdir)
+        if used > spec.limits.max_disk_bytes or entries > _MAX_ENTRIES:
+            watch.limit = "disk"
+            return True
     return False
 
 
-def _disk_usage(path: str, cap: int = 20000) -> int:
-    """Bytes allocated under `path`, counting at most `cap` entries (a flood of tiny files
-    is stopped by the process and time limits long before it matters here)."""
+def _disk_usage(path: str) -> tuple[int, int]:
+    """(bytes allocated, entries) under `path`.
+
+    A workdir that cannot be measured counts as full: more than `_MAX_ENTRIES` entries (the
+    walk stops there), or a directory the walk cannot enter (its permissions taken away, or
+    a path longer than PATH_MAX). Otherwise files put where the walk does not look would
+    escape the disk limit.
+    """
     total = 0
-    pending = [path]
     seen = 0
-    while pending and seen < cap:
+    pending = [path]
+    while pending:
         try:
-            entries = os.scandir(pending.pop())
+            listing = os.scandir(pending.pop())
+        except FileNotFoundError:
+            continue  # removed by the run meanwhile
         except OSError:
-            continue
-        with entries:
-            for entry in entries:
+            return total, _MAX_ENTRIES + 1
+        with listing:
+            for entry in listing:
                 seen += 1
+                if seen > _MAX_ENTRIES:
+                    return total, seen
                 try:
                     info = entry.stat(follow_symlinks=False)
-                except OSError:
+                except FileNotFoundError:
                     continue
+                except OSError:
+                    return total, _MAX_ENTRIES + 1
                 total += info.st_blocks * 512
                 if stat.S_ISDIR(info.st_mode):
                     pending.append(entry.path)
-    return total
+    return total, seen
 
 
 def _read_control(control: socket.socket) -> str | None:
@@ -569,23 +585,13 @@ def _record_exit(watch: _Watch, pid: int, status: int, usage: object) -> None:
         step.ended = time.monotonic()
 
 
-def _remove_workdir(path: str, watch: _Watch) -> None:
-    def make_writable(function: object, target: str, excinfo: object) -> None:
-        # A snippet may have taken the write bit off its own directories.
-        parent = os.path.dirname(target)
-        os.chmod(parent, 0o700)
-        if os.path.isdir(target) and not os.path.islink(target):
-            os.chmod(target, 0o700)
-            shutil.rmtree(target, onerror=make_writable)
-        else:
-            os.unlink(target)
-
+def _remove_workdir(spec: RunSpec) -> None:
+    # After the report: a failure can only be logged. The server also clears its run root
+    # when it starts.
     try:
-        shutil.rmtree(path, onerror=make_writable)
-    except FileNotFoundError:
-        pass
+        files.remove_tree(spec.workdir)
     except OSError as exc:
-        watch.errors.append(f"workdir not removed: {exc}")
+        print(f"run {spec.run_id}: workdir not removed: {exc}", file=sys.stderr, flush=True)
 
 
 def _outcome(spec: RunSpec, watch: _Watch) -> RunOutcome:

@@ -151,7 +151,11 @@ class ServerInfo(BaseModel):
     network_probe: str
     kernel: KernelLayers
     workdirs_present: int = Field(
-        description="Workdirs on disk now: the runs in flight; anything more is a leftover."
+        description="Workdirs on disk now, but those of runs on standby: the runs in flight, "
+        "and for a moment after each answer; anything more is a leftover."
+    )
+    runs_on_standby: int = Field(
+        description="Warm runs started ahead of their calls, each with a uid and a workdir."
     )
     warm_languages: list[str] = Field(
         description="Languages whose runs fork an interpreter started in advance (SANDBOX_WARM)."

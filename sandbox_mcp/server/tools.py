@@ -294,6 +294,7 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
             capabilities=list(posture.capabilities),
         ),
         workdirs_present=sandbox.workdirs_present(),
+        runs_on_standby=sandbox.standby_ready,
         warm_languages=["python"] if sandbox.warm_pid is not None else [],
         notes=notes,
     )

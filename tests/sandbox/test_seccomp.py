@@ -109,6 +109,50 @@ def test_new_namespaces_are_refused_and_threads_and_processes_still_start() -> N
     ]
 
 
+def test_only_the_callers_own_limits_priority_and_scheduling_may_be_changed() -> None:
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        out = run_filtered(
+            f"""
+            import resource
+            def attempt(name, call):
+                try:
+                    call()
+                    print(name, 'allowed')
+                except PermissionError:
+                    print(name, 'refused')
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            attempt('own rlimit', lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard)))
+            attempt('own prlimit', lambda: resource.prlimit(0, resource.RLIMIT_CORE, (0, 0)))
+            attempt('read other', lambda: resource.prlimit({other.pid}, resource.RLIMIT_CPU))
+            attempt('set other', lambda: resource.prlimit({other.pid}, resource.RLIMIT_CPU, (9, 9)))
+            attempt('own nice', lambda: os.nice(1))
+            attempt('other priority', lambda: os.setpriority(os.PRIO_PROCESS, {other.pid}, 19))
+            attempt('user priority', lambda: os.setpriority(os.PRIO_USER, os.getuid(), 19))
+            attempt('own affinity', lambda: os.sched_setaffinity(0, os.sched_getaffinity(0)))
+            attempt('other affinity', lambda: os.sched_setaffinity({other.pid}, {{0}}))
+            attempt('other scheduler', lambda: os.sched_setscheduler(
+                {other.pid}, os.SCHED_IDLE, os.sched_param(0)))
+            """
+        )
+    finally:
+        other.kill()
+        other.wait()
+
+    assert out.splitlines() == [
+        "own rlimit allowed",
+        "own prlimit allowed",
+        "read other allowed",
+        "set other refused",
+        "own nice allowed",
+        "other priority refused",
+        "user priority refused",
+        "own affinity allowed",
+        "other affinity refused",
+        "other scheduler refused",
+    ]
+
+
 def test_network_off_allows_only_unix_sockets() -> None:
     out = run_filtered(
         """

@@ -199,7 +199,10 @@ async def test_hostile_snippets_leave_the_server_healthy_and_nothing_behind(
         "javascript",
         "bash",
     }
-    assert list(run_root.iterdir()) == []
+    info = await call(client, {}, tool="server_info")
+    standby = info.structured_content["runs_on_standby"]
+    assert info.structured_content["workdirs_present"] == 0
+    assert len(list(run_root.iterdir())) == standby
     assert _processes_named("sleep 1000") == []
     launchers = _processes_named("sandbox_mcp.sandbox.launcher")
     assert launchers
