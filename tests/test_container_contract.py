@@ -412,8 +412,11 @@ async def test_concurrent_runs_cannot_reach_each_other(client: Client) -> None:
 
 
 async def test_nothing_is_left_after_the_battery(client: Client) -> None:
-    await asyncio.sleep(0.5)
-    info = (await client.call_tool("server_info", {})).structured_content
+    for _ in range(50):
+        info = (await client.call_tool("server_info", {})).structured_content
+        if info["workdirs_present"] == 0:
+            break
+        await asyncio.sleep(0.1)
     leftovers = ok(await execute(client, "bash", "pgrep -c -f 'sleep 4242' || true"))
 
     assert info["workdirs_present"] == 0

@@ -190,6 +190,8 @@ class Sandbox:
         # runs it holds on standby for the next calls.
         self._template: _LauncherProcess | None = None
         self._standby: list[_Standby] = []
+        # Run ids of runs on standby, ready or still starting: their workdirs are expected.
+        self._standby_ids: set[str] = set()
         self._standing_up: set[asyncio.Task[None]] = set()
         # Waits for supervisors to exit after their answers, to give their uids back.
         self._finishing: set[asyncio.Task[None]] = set()
@@ -430,9 +432,9 @@ class Sandbox:
 
     def workdirs_present(self) -> int:
         """How many workdirs exist under the run root now, besides those of runs on standby."""
-        standby = {Path(ready.spec.workdir).name for ready in self._standby}
         try:
-            return sum(1 for entry in self.settings.run_root.iterdir() if entry.name not in standby)
+            names = [entry.name for entry in self.settings.run_root.iterdir()]
+            return sum(1 for name in names if name not in self._standby_ids)
         except OSError:
             return 0
 
@@ -498,6 +500,8 @@ class Sandbox:
 
     def _take_standby(self) -> _Standby | None:
         standby = self._standby.pop(0) if self._standby else None
+        if standby is not None:
+            self._standby_ids.discard(standby.spec.run_id)
         self._refill_standby()
         return standby
 
@@ -518,10 +522,12 @@ class Sandbox:
         argv = python.command(python.run, values)
         spec = self._spec(run_id, python, main, values, argv, None, self.settings.timeout, uid)
         spec = dataclasses.replace(spec, warm=True, standby=True)
+        self._standby_ids.add(run_id)
         try:
             pending = self._open(spec, b"", b"")
         except LauncherError as exc:
             logger.warning("no run on standby: %s", exc)
+            self._standby_ids.discard(run_id)
             self._finish_later(None, uid)
             return
 
@@ -566,6 +572,7 @@ class Sandbox:
     def _let_go(self, standby: _Standby) -> None:
         """End a run on standby unused: its supervisor sees the end of the channel."""
         pending = standby.pending
+        self._standby_ids.discard(standby.spec.run_id)
         for fd in (pending.stdout, pending.stderr):
             os.close(fd)
         with contextlib.suppress(OSError):
