@@ -681,13 +681,17 @@ async def test_a_run_cannot_list_or_read_other_workdirs(sandbox: Sandbox) -> Non
         "        print(path, 'refused', exc.errno)\n"
     )
     attack = await run(sandbox, "python", code)
-    await victim
+    victim_dir = (await victim).stdout.strip()
 
-    # The attacking run may have been on standby, its workdir among those listed.
+    # The attacking run may have been on standby, its workdir among those listed; other
+    # runs on standby have workdirs too, without a data.txt.
     foreign = [path for path in others if path.name != attack.run_id]
-    assert foreign
+    lines = attack.stdout.splitlines()
+    assert victim_dir in [str(path) for path in foreign]
     assert "secret" not in attack.stdout
-    assert attack.stdout.count(f"refused {errno.EACCES}") == 1 + 2 * len(foreign)
+    for path in [root, *foreign]:
+        assert f"{path} refused {errno.EACCES}" in lines
+    assert f"{victim_dir}/data.txt refused {errno.EACCES}" in lines
 
 
 async def test_the_rest_of_the_filesystem_stays_readable(sandbox: Sandbox) -> None:
