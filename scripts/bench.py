@@ -52,7 +52,7 @@ from mcp import Client, MCPError, StdioServerParameters
 # How many warm runs the server keeps started ahead of their calls: that many may wait below
 # its template, each with a workdir, and are not leftovers. Read from the server's own code so
 # that the allowance cannot drift from what it does.
-from sandbox_mcp.sandbox.runner import _STANDBY_RUNS as STANDBY_RUNS
+from sandbox_mcp.sandbox.runner import STANDBY_RUNS
 
 SERVER = Path(sys.executable).parent / "sandbox-mcp"
 TOKEN = re.compile(r"bench-[0-9a-f]{16}")

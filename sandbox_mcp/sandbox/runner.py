@@ -65,7 +65,7 @@ MAX_STDIN_BYTES = 8 * 1024 * 1024
 _REPORT_GRACE = 15.0
 # Warm Python runs kept started ahead of their calls. Two: a call rarely finds none ready,
 # and each holds a uid, a workdir and two small processes while it waits.
-_STANDBY_RUNS = 2
+STANDBY_RUNS = 2
 
 _FAILURE_PATTERNS = (
     (
@@ -490,10 +490,10 @@ class Sandbox:
     # --- runs on standby ---------------------------------------------------------------------
 
     def _refill_standby(self) -> None:
-        """Start warm runs ahead of their calls, up to `_STANDBY_RUNS`."""
+        """Start warm runs ahead of their calls, up to `STANDBY_RUNS`."""
         if self._template is None:
             return
-        while len(self._standby) + len(self._standing_up) < _STANDBY_RUNS:
+        while len(self._standby) + len(self._standing_up) < STANDBY_RUNS:
             task = asyncio.ensure_future(self._stand_up())
             self._standing_up.add(task)
             task.add_done_callback(self._standing_up.discard)
