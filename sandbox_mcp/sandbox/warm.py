@@ -298,7 +298,7 @@ def _execute(script: str, main: types.ModuleType) -> BaseException | None:
         with open(script, "rb") as source:
             code = compile(_as_the_reader_sees(source.read()), script, "exec", dont_inherit=True)
         _allow_for_the_frames_below()
-        exec(code, main.__dict__)  # noqa: S102  # nosec B102 - running the snippet is the point
+        exec(code, main.__dict__)  # noqa: S102  # nosec B102 # running the snippet is the point
     except BaseException as error:
         return error
     return None
