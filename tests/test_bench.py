@@ -15,7 +15,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from sandbox_mcp.sandbox.runner import _STANDBY_RUNS
+from sandbox_mcp.sandbox.runner import STANDBY_RUNS
 from tests.support import IS_ROOT, uid_base
 
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench"
@@ -89,7 +89,7 @@ def test_smoke_bench_answers_exactly_and_leaves_nothing_behind(tmp_path: Path) -
     for server in ("warm", "cold"):
         left = results["leftovers"][server]
         # How many warm runs wait on standby depends on timing; the cold server keeps none.
-        assert left.pop("standby_runs") <= (_STANDBY_RUNS if server == "warm" else 0)
+        assert left.pop("standby_runs") <= (STANDBY_RUNS if server == "warm" else 0)
         assert left == {
             "missing_residents": [],
             "zombies": 0,
