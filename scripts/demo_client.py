@@ -13,6 +13,7 @@ The limits (a deadline, a memory bomb, ...) are always tried, in Python and Bash
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -137,9 +138,14 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 async def main(options: argparse.Namespace) -> int:
     failures = 0
     command = options.command or [str(SERVER)]
-    # The environment reaches a local server; a container gets its own with `docker run -e`.
+    # The client passes a server only a few variables of its own (HOME, PATH, ...): hand on
+    # the SANDBOX_* settings of this shell, so that `SANDBOX_TIMEOUT=5 scripts/demo` does what
+    # it says. A container gets its own with `docker run -e`.
+    settings = {key: value for key, value in os.environ.items() if key.startswith("SANDBOX_")}
     params = StdioServerParameters(
-        command=command[0], args=command[1:], env={"SANDBOX_LOG_LEVEL": "warning"}
+        command=command[0],
+        args=command[1:],
+        env={"SANDBOX_LOG_LEVEL": "warning", **settings},
     )
     wanted = set(options.languages or HELLO)
     started = time.perf_counter()

@@ -1,8 +1,10 @@
-"""Files of a run on disk: removing a workdir, whatever the snippet made of it."""
+"""The sandbox's files on disk: removing a workdir whatever a snippet made of it, and the
+lock files that say which server owns a run root or a uid."""
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 
@@ -62,3 +64,27 @@ def _empty_or_first_directory(directory: int) -> str | None:
                 return entry.name
             os.unlink(entry.name, dir_fd=directory)
     return None
+
+
+def lock_file(path: str) -> int | None:
+    """Open and lock `path`; None when another process holds it.
+
+    Whoever holds it removes the file before letting go, so that only live owners' files
+    stay; a lock is therefore good only on the file the path still names.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        # The previous holder may have removed the file between our open and our lock: the
+        # lock counts only on the file the path names now.
+        try:
+            current = os.stat(path, follow_symlinks=False).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            return fd
+        os.close(fd)

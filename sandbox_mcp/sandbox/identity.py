@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import pwd
 from dataclasses import dataclass
 
 from sandbox_mcp.errors import ConfigurationError
+from sandbox_mcp.sandbox import files
 
 _CAP_SETGID = 6
 _CAP_SETUID = 7
@@ -99,7 +99,7 @@ class UidPool:
         directory = _lock_directory()
         for uid in uids:
             path = os.path.join(directory, f"{uid}.lock")
-            fd = _lock_file(path)
+            fd = files.lock_file(path)
             if fd is None:
                 self.release_claim()
                 raise ConfigurationError(
@@ -119,7 +119,7 @@ class UidPool:
 
     def release_claim(self) -> None:
         # Removed while still locked, so the directory keeps only the claims of live servers;
-        # `_lock_file` makes sure a claimant never holds a lock on a removed file.
+        # `files.lock_file` makes sure a claimant never holds a lock on a removed file.
         for fd, path in self._locks:
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -149,26 +149,6 @@ class UidPool:
 # /run/lock is the machine's lock directory. Only where it is read-only, as in the container,
 # are the locks kept in /tmp, and there /tmp is the container's own tmpfs.
 _FALLBACK_LOCK_PARENT = "/tmp"  # nosec B108
-
-
-def _lock_file(path: str) -> int | None:
-    """Open and lock `path`; None when another process holds it."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        # The previous holder may have removed the file between our open and our lock: the
-        # lock counts only on the file the path names now.
-        try:
-            current = os.stat(path, follow_symlinks=False).st_ino
-        except FileNotFoundError:
-            current = None
-        if current == os.fstat(fd).st_ino:
-            return fd
-        os.close(fd)
 
 
 def _lock_directory() -> str:

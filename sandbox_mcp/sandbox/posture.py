@@ -28,6 +28,7 @@ class Posture:
     run_root_exec: bool
     run_root_writable: bool
     network_interfaces: tuple[str, ...]
+    proc_hides_pids: bool  # /proc mounted with hidepid: runs do not see other uids' processes
 
 
 # Bit numbers of linux/capability.h, in order.
@@ -100,7 +101,24 @@ def measure(run_root: str) -> Posture:
         run_root_exec=not flags & os.ST_NOEXEC,
         run_root_writable=not flags & os.ST_RDONLY and os.access(run_root, os.W_OK),
         network_interfaces=_interfaces(),
+        proc_hides_pids=_proc_hides_pids(),
     )
+
+
+def _proc_hides_pids() -> bool:
+    try:
+        with open("/proc/self/mounts") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) > 3 and fields[1] == "/proc":
+                    options = fields[3].split(",")
+                    return any(
+                        option.startswith("hidepid=") and option not in ("hidepid=0", "hidepid=off")
+                        for option in options
+                    )
+    except OSError:
+        pass
+    return False
 
 
 def _status_fields() -> dict[str, str]:

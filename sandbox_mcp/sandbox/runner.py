@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox_mcp.config import Settings
+from sandbox_mcp.config import DEFAULT_RUN_ROOT, Settings
 from sandbox_mcp.errors import (
     CodeTooLarge,
     ConfigurationError,
@@ -66,6 +66,8 @@ _REPORT_GRACE = 15.0
 # Warm Python runs kept started ahead of their calls. Two: a call rarely finds none ready,
 # and each holds a uid, a workdir and two small processes while it waits.
 STANDBY_RUNS = 2
+# How many servers with default settings may share a machine (see _free_run_root).
+_DEFAULT_RUN_ROOTS = 16
 
 _FAILURE_PATTERNS = (
     (
@@ -76,7 +78,7 @@ _FAILURE_PATTERNS = (
     ),
     ("open_files", r"Too many open files|EMFILE"),
     ("disk", r"No space left on device|ENOSPC|Disk quota exceeded"),
-    ("file_size", r"File too large|EFBIG"),
+    ("file_size", r"File too large|EFBIG|File size limit exceeded"),
 )
 
 
@@ -283,7 +285,7 @@ class Sandbox:
         with contextlib.suppress(OSError):
             self.settings.run_root.rmdir()
         if self._root_lock is not None:
-            os.close(self._root_lock)
+            _unlock_beside(self.settings.run_root, self._root_lock)
             self._root_lock = None
         self._prepared = False
 
@@ -820,15 +822,14 @@ class Sandbox:
     # --- setup -------------------------------------------------------------------------------
 
     def _prepare_run_root(self) -> None:
-        root = self.settings.run_root
         # Startup removes what a dead server left in the run root: that must never be the
         # workdirs of a live one. A lock next to the root says whose it is.
-        lock = _lock_beside(root)
+        root, lock = self._claim_run_root()
         try:
             root.mkdir(parents=True, exist_ok=True)
             _refuse_a_root_not_ours(root)
         except BaseException:
-            os.close(lock)
+            _unlock_beside(root, lock)
             raise
         self._root_lock = lock
         # Pool-mode runs create their workdirs themselves, as their own uid: the root is
@@ -840,6 +841,26 @@ class Sandbox:
                 files.remove_tree(str(stale))
             except OSError as exc:
                 logger.warning("stale workdir %s could not be removed: %s", stale, exc)
+
+    def _claim_run_root(self) -> tuple[Path, int]:
+        """Lock the run root; with the default one, the first of its siblings no server holds.
+
+        Two MCP clients on one desktop (Claude Desktop and Claude Code, say) each start a
+        server with the same default settings: the second takes /tmp/sandbox-mcp-2 and so on
+        instead of refusing to start. A run root that was asked for stays a refusal.
+        """
+        root = self.settings.run_root
+        if root != DEFAULT_RUN_ROOT:
+            return root, _lock_beside(root)
+        for number in range(2, _DEFAULT_RUN_ROOTS + 1):
+            try:
+                return root, _lock_beside(root)
+            except ConfigurationError:
+                busy = root
+                root = DEFAULT_RUN_ROOT.with_name(f"{DEFAULT_RUN_ROOT.name}-{number}")
+                logger.info("run root %s is another server's: trying %s", busy, root)
+                self.settings = dataclasses.replace(self.settings, run_root=root)
+        return root, _lock_beside(root)
 
     def _start_template(self) -> _LauncherProcess | None:
         """Start the warm launcher on the snippets' own Python, or say why not."""
@@ -931,18 +952,28 @@ async def _await_exit(loop: asyncio.AbstractEventLoop, control: socket.socket) -
 
 
 def _lock_beside(root: Path) -> int:
-    """Hold an exclusive lock on `<root>.lock`, or raise `ConfigurationError`."""
+    """Hold the lock `<root>.lock`, or raise `ConfigurationError`; see `_unlock_beside`."""
     root.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(f"{root}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+        fd = files.lock_file(f"{root}.lock")
+    except PermissionError:
+        raise ConfigurationError(
+            f"the run root {root} belongs to another user's sandbox-mcp ({root}.lock is "
+            "theirs); give this server its own SANDBOX_RUN_ROOT"
+        ) from None
+    if fd is None:
         raise ConfigurationError(
             f"the run root {root} is in use by another sandbox-mcp; give each server its own "
             "SANDBOX_RUN_ROOT"
-        ) from None
+        )
     return fd
+
+
+def _unlock_beside(root: Path, fd: int) -> None:
+    # Removed while still held, so that no lock file outlives its server.
+    with contextlib.suppress(OSError):
+        os.unlink(f"{root}.lock")
+    os.close(fd)
 
 
 def _snippet_environment(workdir: str, tmp: str) -> dict[str, str]:

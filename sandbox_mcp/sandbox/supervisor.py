@@ -474,7 +474,11 @@ def _watch(spec: RunSpec, step: _Step, control: socket.socket, watch: _Watch) ->
             while step.status is None:
                 now = time.monotonic()
                 if now >= deadline:
-                    watch.limit = "timeout"
+                    # A program that already ended by itself was not stopped by the deadline.
+                    for pid, status, usage in processes.reap():
+                        _record_exit(watch, pid, status, usage)
+                    if step.status is None:
+                        watch.limit = "timeout"
                     return
 
                 for key, _ in selector.select(min(deadline - now, _sample_interval(step, now))):

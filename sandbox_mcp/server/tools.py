@@ -222,6 +222,8 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
     posture = sandbox.posture
     assert posture is not None, "the sandbox was not prepared"  # noqa: S101
     identity = sandbox.identity
+    # Counted before the probe, whose own workdir is removed just after its answer.
+    workdirs = sandbox.workdirs_present()
     can_open, probe = await sandbox.probe_network()
     runtimes = await sandbox.runtimes()
     landlock_used = sandbox.landlock_abi > 0
@@ -229,9 +231,24 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
     notes = []
     if identity.mode == "shared":
         notes.append(
-            "runs share the server's uid: they see each other's processes in /proc and share "
-            "one process limit; use pool mode (--cap-add SETUID --cap-add SETGID) to separate"
+            "runs share the server's uid and groups: they share one process limit and may "
+            "reach Unix sockets the uid can; use pool mode (--cap-add SETUID --cap-add "
+            "SETGID) to separate"
         )
+    if not posture.proc_hides_pids:
+        notes.append(
+            "runs see the command lines of other processes in /proc, other runs' included, "
+            "in either mode (/proc is not mounted with hidepid): pass secrets in stdin, not args"
+        )
+    if settings.network == "on":
+        notes.append("the network is on: snippets have whatever network the server has")
+    if not posture.no_new_privs:
+        notes.append("the server runs without no-new-privileges (--security-opt no-new-privileges)")
+    extra = sorted(set(posture.capabilities) - {"SETUID", "SETGID"})
+    if extra:
+        notes.append(f"the server holds more capabilities than it needs: {', '.join(extra)}")
+    if not posture.root_read_only:
+        notes.append("the root filesystem is writable (--read-only keeps the image unchanged)")
     if not landlock_used:
         notes.append(
             "no Landlock: runs may write anywhere their uid may, read other workdirs of the "
@@ -293,7 +310,7 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
             no_new_privs=posture.no_new_privs,
             capabilities=list(posture.capabilities),
         ),
-        workdirs_present=sandbox.workdirs_present(),
+        workdirs_present=workdirs,
         runs_on_standby=sandbox.standby_ready,
         warm_languages=["python"] if sandbox.warm_pid is not None else [],
         notes=notes,

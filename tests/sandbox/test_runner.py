@@ -209,6 +209,27 @@ async def test_background_process_does_not_survive_a_normal_exit(sandbox: Sandbo
     assert all(not process_exists(pid) for pid in pids_in(result.stdout))
 
 
+async def test_a_run_is_either_stopped_by_its_deadline_or_ends_by_itself(
+    sandbox: Sandbox,
+) -> None:
+    # A deadline so short that some runs end before it and some do not: never both at once.
+    results = [await run(sandbox, "python", "print(1)", timeout_seconds=0.001) for _ in range(6)]
+
+    for result in results:
+        assert (result.limit == "timeout") == (result.exit_code is None), result
+
+
+async def test_a_shell_child_stopped_by_the_file_size_limit_is_reported(run_root: Path) -> None:
+    box = await start_sandbox(run_root, max_file_bytes=1024 * 1024)
+    try:
+        result = await run(box, "bash", "head -c 2000000 /dev/zero > big")
+    finally:
+        await box.close()
+
+    assert result.exit_code == 128 + 25  # SIGXFSZ, as the shell reports a killed child
+    assert result.limit == "file_size"
+
+
 async def test_timeout_is_clamped_to_the_maximum_and_echoed(sandbox: Sandbox) -> None:
     result = await run(sandbox, "python", "print(1)", timeout_seconds=999)
 
@@ -604,6 +625,29 @@ async def test_without_landlock_the_seccomp_filter_still_protects_the_server(
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="the uid pool exists only in pool mode, which needs root")
+async def test_a_second_server_with_default_settings_takes_the_next_run_root(
+    run_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sandbox_mcp.sandbox import runner
+
+    # Two MCP clients on one desktop start two servers with the same defaults.
+    default = run_root / "sandbox-mcp"
+    monkeypatch.setattr(runner, "DEFAULT_RUN_ROOT", default)
+    first = await start_sandbox(default)
+    try:
+        second = await start_sandbox(default, uid_base=uid_base(6))
+        try:
+            result = await run(second, "bash", "pwd")
+        finally:
+            await second.close()
+    finally:
+        await first.close()
+
+    assert first.settings.run_root == default
+    assert second.settings.run_root == run_root / "sandbox-mcp-2"
+    assert result.stdout.startswith(f"{run_root}/sandbox-mcp-2/")
+
+
 async def test_a_second_server_cannot_take_the_same_uid_pool(sandbox: Sandbox) -> None:
     from sandbox_mcp.errors import ConfigurationError
 
