@@ -616,6 +616,9 @@ def _outcome(spec: RunSpec, watch: _Watch) -> RunOutcome:
             signal_name = "SIGKILL"
         elif os.WIFSIGNALED(program.status):
             limit = limit or _limit_from_signal(spec, os.WTERMSIG(program.status), program.usage)
+        elif limit == "timeout":
+            # It ended by itself as the deadline passed, before the kill reached it.
+            limit = None
 
     error = "; ".join(watch.errors) or None
     return RunOutcome(

@@ -624,7 +624,6 @@ async def test_without_landlock_the_seccomp_filter_still_protects_the_server(
     assert after.stdout == "alive\n"
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="the uid pool exists only in pool mode, which needs root")
 async def test_a_second_server_with_default_settings_takes_the_next_run_root(
     run_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -648,6 +647,7 @@ async def test_a_second_server_with_default_settings_takes_the_next_run_root(
     assert result.stdout.startswith(f"{run_root}/sandbox-mcp-2/")
 
 
+@pytest.mark.skipif(not IS_ROOT, reason="the uid pool exists only in pool mode, which needs root")
 async def test_a_second_server_cannot_take_the_same_uid_pool(sandbox: Sandbox) -> None:
     from sandbox_mcp.errors import ConfigurationError
 
