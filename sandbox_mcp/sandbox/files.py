@@ -3,6 +3,7 @@ lock files that say which server owns a run root or a uid."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -88,3 +89,11 @@ def lock_file(path: str) -> int | None:
         if current == os.fstat(fd).st_ino:
             return fd
         os.close(fd)
+
+
+def unlock_file(path: str, fd: int) -> None:
+    """Let go of a lock taken with `lock_file`: the file is removed while still held, so that
+    only the lock files of live owners stay."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    os.close(fd)

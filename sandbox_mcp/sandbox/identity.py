@@ -14,7 +14,6 @@ A snippet never runs as uid 0: a server started as root without the means to dro
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import pwd
 from dataclasses import dataclass
@@ -118,12 +117,8 @@ class UidPool:
             )
 
     def release_claim(self) -> None:
-        # Removed while still locked, so the directory keeps only the claims of live servers;
-        # `files.lock_file` makes sure a claimant never holds a lock on a removed file.
         for fd, path in self._locks:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            os.close(fd)
+            files.unlock_file(path, fd)
         self._locks.clear()
 
     async def acquire(self) -> int:

@@ -285,7 +285,7 @@ class Sandbox:
         with contextlib.suppress(OSError):
             self.settings.run_root.rmdir()
         if self._root_lock is not None:
-            _unlock_beside(self.settings.run_root, self._root_lock)
+            files.unlock_file(f"{self.settings.run_root}.lock", self._root_lock)
             self._root_lock = None
         self._prepared = False
 
@@ -829,7 +829,7 @@ class Sandbox:
             root.mkdir(parents=True, exist_ok=True)
             _refuse_a_root_not_ours(root)
         except BaseException:
-            _unlock_beside(root, lock)
+            files.unlock_file(f"{root}.lock", lock)
             raise
         self._root_lock = lock
         # Pool-mode runs create their workdirs themselves, as their own uid: the root is
@@ -952,7 +952,7 @@ async def _await_exit(loop: asyncio.AbstractEventLoop, control: socket.socket) -
 
 
 def _lock_beside(root: Path) -> int:
-    """Hold the lock `<root>.lock`, or raise `ConfigurationError`; see `_unlock_beside`."""
+    """Hold the lock `<root>.lock` (`files.lock_file`), or raise `ConfigurationError`."""
     root.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = files.lock_file(f"{root}.lock")
@@ -967,13 +967,6 @@ def _lock_beside(root: Path) -> int:
             "SANDBOX_RUN_ROOT"
         )
     return fd
-
-
-def _unlock_beside(root: Path, fd: int) -> None:
-    # Removed while still held, so that no lock file outlives its server.
-    with contextlib.suppress(OSError):
-        os.unlink(f"{root}.lock")
-    os.close(fd)
 
 
 def _snippet_environment(workdir: str, tmp: str) -> dict[str, str]:
