@@ -83,6 +83,16 @@ _FAILURE_PATTERNS = (
 
 
 @dataclass(frozen=True)
+class Activity:
+    """How busy the sandbox is now, for metrics and readiness."""
+
+    in_flight: int
+    in_flight_high_water: int
+    queued: int
+    max_concurrent: int
+
+
+@dataclass(frozen=True)
 class RunRequest:
     """One snippet to run. `filename` defaults to the language's `main.<ext>`."""
 
@@ -186,6 +196,9 @@ class Sandbox:
             else None
         )
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
+        self._in_flight = 0
+        self._in_flight_high_water = 0
+        self._queued = 0
         self._runtimes: dict[str, RuntimeInfo] = {}
         self._launcher: _LauncherProcess | None = None
         # The warm launcher for Python runs (warm.py), when SANDBOX_WARM allows it, and the
@@ -238,6 +251,15 @@ class Sandbox:
     def standby_ready(self) -> int:
         """How many warm runs wait, started, for their calls."""
         return len(self._standby)
+
+    def activity(self) -> Activity:
+        """Runs executing now, their most at once since start, and calls waiting for a slot."""
+        return Activity(
+            in_flight=self._in_flight,
+            in_flight_high_water=self._in_flight_high_water,
+            queued=self._queued,
+            max_concurrent=self.settings.max_concurrent_runs,
+        )
 
     @property
     def seccomp_enabled(self) -> bool:
@@ -453,37 +475,58 @@ class Sandbox:
         warm: bool = False,
     ) -> tuple[RunSpec, RunOutcome, StreamCapture, StreamCapture]:
         """Take a slot, a run on standby or a uid, hand the run over and follow it."""
-        async with self._slots:
-            pending = None
-            standby = self._take_standby() if warm else None
-            if standby is not None:
-                uid = standby.uid
-                spec = spec_for(standby.spec.run_id, uid)
-                pending = self._go(standby, spec, code, stdin)
-            if pending is None:
-                uid = await self._pool.acquire() if self._pool else None
-                spec = spec_for(secrets.token_hex(6), uid)
-                try:
-                    pending = self._open(spec, code, stdin)
-                except BaseException:
-                    self._finish_later(None, uid)
-                    raise
-            run_id = spec.run_id
-            logger.info(
-                "%s %s %s start timeout=%gs memory=%dMB uid=%s%s",
-                kind,
-                run_id,
-                language.id,
-                spec.limits.timeout_seconds,
-                self.settings.memory_mb,
-                uid if uid is not None else os.getuid(),
-                " (was on standby)" if pending is (standby and standby.pending) else "",
-            )
+        self._queued += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._queued -= 1
+        self._in_flight += 1
+        self._in_flight_high_water = max(self._in_flight_high_water, self._in_flight)
+        try:
+            return await self._launch_in_slot(language, spec_for, code, stdin, kind, warm)
+        finally:
+            self._in_flight -= 1
+            self._slots.release()
+
+    async def _launch_in_slot(
+        self,
+        language: Language,
+        spec_for: Callable[[str, int | None], RunSpec],
+        code: bytes,
+        stdin: bytes,
+        kind: str,
+        warm: bool,
+    ) -> tuple[RunSpec, RunOutcome, StreamCapture, StreamCapture]:
+        pending = None
+        standby = self._take_standby() if warm else None
+        if standby is not None:
+            uid = standby.uid
+            spec = spec_for(standby.spec.run_id, uid)
+            pending = self._go(standby, spec, code, stdin)
+        if pending is None:
+            uid = await self._pool.acquire() if self._pool else None
+            spec = spec_for(secrets.token_hex(6), uid)
             try:
-                outcome, stdout, stderr = await self._follow(spec, pending, uid)
-            except asyncio.CancelledError:
-                logger.info("%s %s %s cancelled by the caller", kind, run_id, language.id)
+                pending = self._open(spec, code, stdin)
+            except BaseException:
+                self._finish_later(None, uid)
                 raise
+        run_id = spec.run_id
+        logger.info(
+            "%s %s %s start timeout=%gs memory=%dMB uid=%s%s",
+            kind,
+            run_id,
+            language.id,
+            spec.limits.timeout_seconds,
+            self.settings.memory_mb,
+            uid if uid is not None else os.getuid(),
+            " (was on standby)" if pending is (standby and standby.pending) else "",
+        )
+        try:
+            outcome, stdout, stderr = await self._follow(spec, pending, uid)
+        except asyncio.CancelledError:
+            logger.info("%s %s %s cancelled by the caller", kind, run_id, language.id)
+            raise
         never_started = outcome.exit_code is None and outcome.signal is None
         if outcome.error and never_started and outcome.build is None:
             raise LauncherError(f"{kind} {run_id} could not start: {outcome.error}")

@@ -838,3 +838,21 @@ async def test_a_run_root_that_is_a_symbolic_link_is_refused(run_root: Path) -> 
     finally:
         link.unlink()
         link.with_name(link.name + ".lock").unlink(missing_ok=True)
+
+
+async def test_activity_counts_runs_in_flight_and_waiting(run_root: Path) -> None:
+    box = await start_sandbox(run_root, max_concurrent_runs=2)
+    try:
+        calls = [
+            asyncio.ensure_future(run(box, "bash", f"sleep 0.5; echo {n}")) for n in range(5)
+        ]
+        await asyncio.sleep(0.2)
+        busy = box.activity()
+        results = await asyncio.gather(*calls)
+        after = box.activity()
+    finally:
+        await box.close()
+
+    assert (busy.in_flight, busy.queued, busy.max_concurrent) == (2, 3, 2)
+    assert [result.stdout for result in results] == [f"{n}\n" for n in range(5)]
+    assert (after.in_flight, after.queued, after.in_flight_high_water) == (0, 0, 2)
