@@ -649,7 +649,8 @@ class Sandbox:
         self, name: str, code_text: str, filename: str | None, request: RunRequest | None
     ) -> _Prepared:
         language = get_language(name)
-        blocked = self._noexec_reason(language)
+        # Checking (request None) writes its products to the workdir but never runs them.
+        blocked = self._noexec_reason(language) if request is not None else None
         if blocked:
             raise RuntimeUnavailable(f"{language.id} is not available here: {blocked}")
         if language.resolved_executable() is None:

@@ -264,7 +264,9 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
     if settings.network == "off" and can_open:
         notes.append("the network is meant to be off but a sandboxed child opened a socket")
     if not posture.run_root_exec:
-        notes.append("the run root is noexec: compiled languages are unavailable")
+        notes.append(
+            "the run root is noexec: compiled languages cannot run (validate_code checks them)"
+        )
 
     return ServerInfo(
         version=__version__,
