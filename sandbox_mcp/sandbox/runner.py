@@ -210,6 +210,9 @@ class Sandbox:
         self._standing_up: set[asyncio.Task[None]] = set()
         # Waits for supervisors to exit after their answers, to give their uids back.
         self._finishing: set[asyncio.Task[None]] = set()
+        # Files and directories of the server's that runs must not read though their uid
+        # may (shared mode), such as an HTTP token file; Landlock hides them.
+        self.hidden_paths: list[str] = []
         self._prepared = False
         self._root_lock: int | None = None
         self._probing: asyncio.Future[None] | None = None
@@ -725,6 +728,7 @@ class Sandbox:
             output_bytes=settings.output_bytes,
             max_output_bytes=settings.max_output_bytes,
             seccomp=self.seccomp_enabled,
+            hidden_paths=list(self.hidden_paths),
         )
 
     async def _follow(

@@ -422,7 +422,11 @@ def _prepare_child(
         os._exit(126)
     _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
     landlock.restrict(
-        spec.landlock_abi, spec.workdir, os.path.dirname(spec.workdir), DEVICE_DIRS, spec.network
+        spec.landlock_abi,
+        spec.workdir,
+        [os.path.dirname(spec.workdir), *spec.hidden_paths],
+        DEVICE_DIRS,
+        spec.network,
     )
     if not spec.seccomp:
         return

@@ -747,6 +747,28 @@ async def test_the_rest_of_the_filesystem_stays_readable(sandbox: Sandbox) -> No
     assert result.exit_code == 0
 
 
+async def test_hidden_paths_cannot_be_read_though_their_siblings_can(sandbox: Sandbox) -> None:
+    secrets_dir = Path("/tmp") / f"sandbox-mcp-secrets-{os.getpid()}"
+    secrets_dir.mkdir(mode=0o755, exist_ok=True)
+    try:
+        (secrets_dir / "token").write_text("s3cret\n")
+        (secrets_dir / "public").write_text("open\n")
+        for name in ("token", "public"):
+            (secrets_dir / name).chmod(0o644)
+        sandbox.hidden_paths = [str(secrets_dir / "token")]
+
+        result = await run(
+            sandbox, "bash", f"cat {secrets_dir}/public; cat {secrets_dir}/token || echo refused"
+        )
+    finally:
+        for name in ("token", "public"):
+            (secrets_dir / name).unlink(missing_ok=True)
+        secrets_dir.rmdir()
+
+    assert result.stdout == "open\nrefused\n"
+    assert "Permission denied" in result.stderr
+
+
 async def test_snippets_start_with_default_signal_dispositions(sandbox: Sandbox) -> None:
     # Python ignores SIGPIPE and SIGXFSZ for itself; a snippet must not inherit that.
     result = await run(
@@ -843,9 +865,7 @@ async def test_a_run_root_that_is_a_symbolic_link_is_refused(run_root: Path) -> 
 async def test_activity_counts_runs_in_flight_and_waiting(run_root: Path) -> None:
     box = await start_sandbox(run_root, max_concurrent_runs=2)
     try:
-        calls = [
-            asyncio.ensure_future(run(box, "bash", f"sleep 0.5; echo {n}")) for n in range(5)
-        ]
+        calls = [asyncio.ensure_future(run(box, "bash", f"sleep 0.5; echo {n}")) for n in range(5)]
         await asyncio.sleep(0.2)
         busy = box.activity()
         results = await asyncio.gather(*calls)
