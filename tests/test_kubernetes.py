@@ -435,3 +435,31 @@ def test_the_disruption_budget_and_the_autoscaler_target_the_deployment(
     assert scaler["minReplicas"] >= 2
     assert budget["maxUnavailable"] < scaler["minReplicas"]
     assert "replicas" not in deployment["spec"], "the autoscaler owns the replica count"
+
+
+# --- the examples ---------------------------------------------------------------------------
+
+
+def test_the_ingress_example_is_valid_and_pins_sessions_with_a_cookie() -> None:
+    [ingress] = yaml.safe_load_all((DEPLOY / "examples" / "ingress-nginx.yaml").read_text())
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(ingress, version, strict=True)
+    service = the(VARIANTS["shared"], "Service")
+    assert ingress["metadata"]["namespace"] == service["metadata"]["namespace"]
+    [rule] = ingress["spec"]["rules"]
+    [path] = rule["http"]["paths"]
+    assert path["path"] == "/mcp"
+    assert path["backend"]["service"] == {
+        "name": service["metadata"]["name"],
+        "port": {"name": service["spec"]["ports"][0]["name"]},
+    }
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/affinity"] == "cookie"
+    assert annotations["nginx.ingress.kubernetes.io/affinity-mode"] == "persistent"
+    # A hash on the session header sends a session to a replica that never created it: the
+    # `initialize` that creates it has no id yet (README, "Scaling out on Kubernetes").
+    assert "nginx.ingress.kubernetes.io/upstream-hash-by" not in annotations
+    # Room for the largest snippet the server accepts, escaped in JSON.
+    body = quantity(annotations["nginx.ingress.kubernetes.io/proxy-body-size"].upper() + "i")
+    options = {option.env: option for option in OPTIONS}
+    assert body >= 2 * options["SANDBOX_MAX_CODE_BYTES"].default
