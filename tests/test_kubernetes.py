@@ -21,7 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from sandbox_mcp.config import OPTIONS
+from sandbox_mcp.config import OPTIONS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "kubernetes"
@@ -329,10 +329,18 @@ def test_every_setting_is_one_the_server_knows_with_a_value_it_accepts(
     mode: str, objects: list[Object]
 ) -> None:
     options = {option.env: option for option in OPTIONS}
-    for name, value in env(server(objects)).items():
+    settings = env(server(objects))
+    for name, value in settings.items():
         assert name in options or name in HTTP_VARIABLES, f"unknown setting {name}"
         if name in options and isinstance(value, str):
             options[name].parse(value)
+
+    # All together, as the server reads them at startup, the Secret's token stood in for.
+    environment = {name: value for name, value in settings.items() if isinstance(value, str)}
+    environment["SANDBOX_AUTH_TOKEN"] = "0123456789abcdef" * 4
+    loaded, _ = Settings.load([], environment)
+    assert loaded.describe()["max_concurrent_runs"] == int(settings["SANDBOX_MAX_CONCURRENT_RUNS"])
+    assert loaded.adjustments() == []
 
 
 @pytest.mark.parametrize(("mode", "objects"), EACH_VARIANT)
