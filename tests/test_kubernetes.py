@@ -310,6 +310,13 @@ def test_memory_and_tmp_are_sized_for_the_runs_the_server_allows(
 
 
 @pytest.mark.parametrize(("mode", "objects"), EACH_VARIANT)
+def test_a_stopped_pod_has_time_to_finish_its_longest_run(mode: str, objects: list[Object]) -> None:
+    settings = env(server(objects))
+    grace = pod_spec(objects)["terminationGracePeriodSeconds"]
+    assert grace > float(settings["SANDBOX_MAX_TIMEOUT"])
+
+
+@pytest.mark.parametrize(("mode", "objects"), EACH_VARIANT)
 def test_the_token_comes_from_a_secret_through_the_environment_only(
     mode: str, objects: list[Object]
 ) -> None:
