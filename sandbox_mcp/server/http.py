@@ -27,8 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sandbox_mcp.config import Settings
-from sandbox_mcp.sandbox.runner import Sandbox
+from sandbox_mcp.config import MIB, Settings
+from sandbox_mcp.sandbox.runner import MAX_ARGS_BYTES, MAX_STDIN_BYTES, Sandbox
 from sandbox_mcp.server.metrics import CONTENT_TYPE, RunMetrics
 
 logger = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ def build_app(server: MCPServer, sandbox: Sandbox, metrics: RunMetrics) -> ASGIA
         streamable_http_path=MCP_PATH,
         transport_security=security,
         host=settings.host,
+        max_request_body_size=request_body_limit(settings),
     )
     return BearerGate(app, settings.auth_token)
 
@@ -115,6 +116,16 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
     )
+
+
+def request_body_limit(settings: Settings) -> int:
+    """The largest request body taken: room for the largest call the tools accept.
+
+    Code, stdin and arguments at their limits, and a mebibyte for the JSON around them. Text
+    that JSON must escape heavily (control characters) can still make a call that the
+    sandbox would take too large for one request; it is answered 413.
+    """
+    return settings.max_code_bytes + MAX_STDIN_BYTES + MAX_ARGS_BYTES + MIB
 
 
 async def readiness(sandbox: Sandbox) -> tuple[str, dict[str, Any]]:
@@ -146,8 +157,12 @@ class BearerGate:
         self._token = token.encode() if token is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._token is None or scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if self._token is None or scope["type"] == "lifespan" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            # No route takes a WebSocket; refuse one outright rather than judge its headers.
+            await send({"type": "websocket.close", "code": 1008})
             return
         problem = self._problem(Request(scope))
         if problem is None:

@@ -99,6 +99,32 @@ async def test_with_the_token_a_python_snippet_runs_and_is_counted(server: HttpS
     assert gauge(metrics, "sandbox_mcp_runs_queued") == 0
 
 
+@pytest.mark.anyio
+async def test_a_call_as_large_as_the_limits_allow_fits_in_one_request(server: HttpServer) -> None:
+    # The default SANDBOX_MAX_CODE_BYTES (4 MiB) of code and 2 MiB of stdin: more than the
+    # SDK's own 4 MiB body limit, which would answer 413.
+    code = "import sys\n" + "#" * (4 * 1024 * 1024 - 100) + "\nprint(len(sys.stdin.read()))\n"
+    async with (
+        httpx2.AsyncClient(headers=server.headers()) as http,
+        Client(streamable_http_client(server.url, http_client=http)) as client,
+    ):
+        result = await client.call_tool(
+            "execute_code", {"language": "python", "code": code, "stdin": "x" * 2 * 1024 * 1024}
+        )
+
+    assert not result.is_error, result
+    assert result.structured_content["stdout"] == f"{2 * 1024 * 1024}\n"
+
+
+def test_a_body_beyond_every_limit_is_refused(server: HttpServer) -> None:
+    headers = {**MCP_HEADERS, **server.headers()}
+    body = b" " * (14 * 1024 * 1024)  # 4 MiB code + 8 MiB stdin + 64 KiB args + 1 MiB, and more
+
+    response = httpx2.post(server.url, content=body, headers=headers, timeout=60)
+
+    assert response.status_code == 413
+
+
 @pytest.mark.parametrize(
     ("authorization", "problem"),
     [
