@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = RunMetrics()
     server = build(sandbox, metrics)
     if settings.transport == "http":
-        # Only now: a stdio server never loads uvicorn.
+        # Only now: a stdio server does not load the HTTP app or build it.
         from sandbox_mcp.server.http import serve
 
         log_http_start(settings)

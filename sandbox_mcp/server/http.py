@@ -1,6 +1,7 @@
 """The Streamable HTTP transport: MCP at `/mcp`, health and readiness probes, metrics.
 
-Imported only when `--transport http` is chosen, so that a stdio server never loads uvicorn.
+Imported only when `--transport http` is chosen: a stdio server neither loads nor builds it
+(the SDK itself imports starlette and uvicorn either way).
 
 Routes:
   /mcp      MCP Streamable HTTP (the SDK's transport, with its Host and Origin checks)
