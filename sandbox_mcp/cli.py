@@ -32,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here so that `--version` and a bad setting answer without loading the SDK.
     from sandbox_mcp.sandbox.runner import Sandbox
     from sandbox_mcp.server.app import build
+    from sandbox_mcp.server.metrics import RunMetrics
 
     try:
         sandbox = Sandbox(settings)
@@ -40,11 +41,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("refusing to start: %s", exc)
         return 2
 
-    logger.info("sandbox-mcp %s starting on %s", __version__, args.transport)
-    server = build(sandbox)
+    metrics = RunMetrics()
+    server = build(sandbox, metrics)
+    if settings.transport == "http":
+        # Only now: a stdio server does not load the HTTP app or build it.
+        from sandbox_mcp.server.http import serve
+
+        log_http_start(settings)
+        serve(server, sandbox, metrics)
+        return 0
+
+    logger.info("sandbox-mcp %s starting on stdio", __version__)
     with contextlib.suppress(KeyboardInterrupt):
-        server.run(args.transport)
+        server.run("stdio")
     return 0
+
+
+def log_http_start(settings: Settings) -> None:
+    """Say where the HTTP transport listens and who may use it; never the token."""
+    logger.info(
+        "sandbox-mcp %s starting on http://%s:%d/mcp, %s",
+        __version__,
+        settings.host,
+        settings.port,
+        "bearer token required" if settings.auth_token else "no token",
+    )
+    if settings.auth_token is None:
+        logger.warning(
+            "no auth token: any process on this machine that can reach port %d can run code; "
+            "set SANDBOX_AUTH_TOKEN or --auth-token-file",
+            settings.port,
+        )
 
 
 def configure_logging(level: str) -> None:

@@ -11,10 +11,14 @@ from sandbox_mcp import __version__
 from sandbox_mcp.sandbox.runner import Sandbox
 from sandbox_mcp.server import tools
 from sandbox_mcp.server.arguments import StrictArguments
+from sandbox_mcp.server.metrics import RunMetrics
 
 
-def build(sandbox: Sandbox) -> MCPServer:
-    """An MCP server whose tools run code in `sandbox`. It starts and stops the sandbox."""
+def build(sandbox: Sandbox, metrics: RunMetrics | None = None) -> MCPServer:
+    """An MCP server whose tools run code in `sandbox`. It starts and stops the sandbox.
+
+    Its execute_code calls are counted in `metrics` (the HTTP transport serves them).
+    """
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[None]:
@@ -32,7 +36,7 @@ def build(sandbox: Sandbox) -> MCPServer:
         lifespan=lifespan,
         log_level=sandbox.settings.log_level.upper(),  # type: ignore[arg-type]
     )
-    tools.register(server, sandbox)
+    tools.register(server, sandbox, metrics if metrics is not None else RunMetrics())
     server.middleware.append(StrictArguments(server))
     return server
 

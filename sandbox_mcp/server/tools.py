@@ -19,6 +19,7 @@ from sandbox_mcp import __version__
 from sandbox_mcp.errors import SandboxError
 from sandbox_mcp.sandbox.languages import LANGUAGES
 from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox, ValidationResult
+from sandbox_mcp.server.metrics import RunMetrics
 from sandbox_mcp.server.schema import (
     CompileInfo,
     DiagnosticInfo,
@@ -53,8 +54,11 @@ def _clean_doc(function: _Tool) -> _Tool:
     return function
 
 
-def register(server: MCPServer, sandbox: Sandbox) -> None:
-    """Add `execute_code`, `validate_code` and `list_languages` to `server`."""
+def register(server: MCPServer, sandbox: Sandbox, metrics: RunMetrics) -> None:
+    """Add `execute_code`, `validate_code` and `list_languages` to `server`.
+
+    Each execute_code call is counted in `metrics` when it ends.
+    """
     settings = sandbox.settings
     network_closed = settings.network == "off"
 
@@ -114,7 +118,9 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
         try:
             result = await sandbox.run(request)
         except SandboxError as exc:
+            metrics.record_error(language, exc)
             raise ToolError(str(exc)) from exc
+        metrics.record_result(result)
 
         return CallToolResult(
             content=[TextContent(type="text", text=summary(result))],
