@@ -211,8 +211,12 @@ class Sandbox:
         # Waits for supervisors to exit after their answers, to give their uids back.
         self._finishing: set[asyncio.Task[None]] = set()
         # Files and directories of the server's that runs must not read though their uid
-        # may (shared mode), such as an HTTP token file; Landlock hides them.
+        # may (shared mode), such as the HTTP token file; Landlock hides them. A symlinked
+        # secret (Kubernetes mounts them so) is hidden at both ends.
         self.hidden_paths: list[str] = []
+        if settings.auth_token_file is not None:
+            token_file = str(settings.auth_token_file)
+            self.hidden_paths = sorted({token_file, os.path.realpath(token_file)})
         self._prepared = False
         self._root_lock: int | None = None
         self._probing: asyncio.Future[None] | None = None
