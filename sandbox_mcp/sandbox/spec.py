@@ -65,6 +65,9 @@ class RunSpec:
     # with its argv, main file, code, stdin and deadline (argv and the timeout here are
     # placeholders until then).
     standby: bool = False
+    # Symbolic links the supervisor makes in the fresh workdir: [path in it, target]
+    # (matplotlib's font list for Python runs; see packages.py).
+    links: list[list[str]] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()
