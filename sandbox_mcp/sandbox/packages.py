@@ -19,6 +19,8 @@ from pathlib import Path
 
 PREFIX = Path("/opt/sandbox-mcp-python")
 SNIPPET_SITE = Path(__file__).resolve().parent / "snippet_site"
+# The packages asked for in requirements/snippets.in; the others are their dependencies.
+CURATED = ("numpy", "pandas", "matplotlib", "scipy", "sympy", "pillow", "tabulate")
 # Where a run's MPLCONFIGDIR is, relative to its workdir.
 MPL_CONFIG_DIR = ".tmp/matplotlib"
 
@@ -40,6 +42,12 @@ def installed() -> tuple[tuple[str, str], ...]:
         if match:
             found.append((match.group(1).replace("_", "-").lower(), match.group(2)))
     return tuple(sorted(found))
+
+
+def curated() -> list[str]:
+    """The names of the curated packages that are installed."""
+    present = {name for name, _version in installed()}
+    return [name for name in CURATED if name in present]
 
 
 def environment() -> dict[str, str]:
