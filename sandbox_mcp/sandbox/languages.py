@@ -528,9 +528,10 @@ LANGUAGES: tuple[Language, ...] = (
         name="Kotlin",
         extension=".kt",
         executable="kotlinc",
-        # A file with main() is compiled to classes first; a script (.kts) is compiled and
-        # run in one step (see _kotlin_name).
-        build=("kotlinc", "{file}", "-d", "{build}"),
+        # A file with main() is compiled to classes first, with every other .kt file in the
+        # workdir (the caller's `files`); a script (.kts) is compiled and run in one step
+        # (see _kotlin_name).
+        build=("kotlinc", ".", "-d", "{build}"),
         # The JVM directly, not the `kotlin` and `kotlinc` wrappers, which take any `-J...`
         # argument for themselves, the program's own too. After `--` the compiler passes
         # every argument on to the script.

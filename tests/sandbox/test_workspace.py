@@ -70,6 +70,18 @@ async def test_a_java_class_and_its_user_build_and_run(sandbox: Sandbox) -> None
     assert not any(found.path.endswith(".class") for found in result.files)
 
 
+async def test_a_kotlin_file_and_its_user_build_and_run(sandbox: Sandbox) -> None:
+    result = await run(
+        sandbox,
+        "kotlin",
+        "fun main() { println(helper()) }\n",
+        files=(text("Helper.kt", 'fun helper() = "from helper"\n'),),
+        timeout_seconds=20,
+    )
+
+    assert result.stdout == "from helper\n", (result.compile, result.stderr)
+
+
 async def test_a_javascript_module_is_required(sandbox: Sandbox) -> None:
     result = await run(
         sandbox,
@@ -272,6 +284,19 @@ async def test_a_missing_module_gets_a_hint(sandbox: Sandbox) -> None:
     assert result.exit_code == 1
     hint = next(note for note in result.notes if "'requests'" in note)
     assert "no network" in hint and "numpy" in hint
+
+
+async def test_cold_python_runs_have_the_packages_and_plots_too(run_root: Path) -> None:
+    box = Sandbox(replace(BASE, run_root=run_root, warm="off"))
+    await box.start()
+    try:
+        result = await run(box, "python", "import numpy\n" + PLOT + "plt.show()\n")
+    finally:
+        await box.close()
+
+    assert box.warm_pid is None
+    assert listed(result)["figure_1.png"].is_image, result.stderr
+    assert result.stderr == ""
 
 
 # --- full output -------------------------------------------------------------------------
