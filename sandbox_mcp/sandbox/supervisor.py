@@ -319,10 +319,7 @@ def _make_workdir(spec: RunSpec) -> None:
     os.mkdir(spec.workdir, 0o700)
     os.mkdir(os.path.join(spec.workdir, ".tmp"), 0o700)
     os.mkdir(os.path.join(spec.workdir, ".build"), 0o700)
-    for path, target in spec.links:
-        link = os.path.join(spec.workdir, path)
-        os.makedirs(os.path.dirname(link), 0o700, exist_ok=True)
-        os.symlink(target, link)
+    workspace.make_links(spec.workdir, spec.links)
 
 
 def _write_main(spec: RunSpec, payload: int) -> None:

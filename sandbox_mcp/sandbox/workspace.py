@@ -257,6 +257,22 @@ def write_payload(workdir: str, main_file: str, payload: int) -> None:
         os.close(root)
 
 
+def make_links(workdir: str, links: Sequence[Sequence[str]]) -> None:
+    """Make each [path, target] symbolic link in `workdir`, its directories as needed.
+
+    Like the input files, from the workdir's descriptor without following a link on the
+    way; a path that already exists is left as it is.
+    """
+    root = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for path, target in links:
+            *dirs, name = path.split("/")
+            with _directory(root, dirs) as parent, contextlib.suppress(FileExistsError):
+                os.symlink(target, name, dir_fd=parent)
+    finally:
+        os.close(root)
+
+
 @contextlib.contextmanager
 def _directory(root: int, parts: list[str]) -> Iterator[int]:
     """The descriptor of `root/parts...`, made as needed, no component a symbolic link."""

@@ -207,7 +207,8 @@ async def test_big_and_binary_files_are_listed_without_content(sandbox: Sandbox)
     result = await run(
         sandbox,
         "python",
-        "open('big.txt', 'w').write('x' * 100_000)\nopen('blob.bin', 'wb').write(bytes(range(256)))",
+        "open('big.txt', 'w').write('x' * 100_000)\n"
+        "open('blob.bin', 'wb').write(bytes(range(256)))",
     )
 
     files = listed(result)
@@ -309,3 +310,56 @@ async def test_a_long_output_is_kept_whole(sandbox: Sandbox) -> None:
     assert result.stdout_full is not None
     assert result.stdout_full.decode().splitlines() == [str(i) for i in range(20000)]
     assert result.stderr_full is None
+
+
+# --- the workdir of an earlier call (sessions): the helpers alone ---------------------------
+
+
+def payload_fd(code: bytes, files: tuple[InputFile, ...]) -> int:
+    fd = os.memfd_create("payload")
+    os.write(fd, workspace.pack(code, files))
+    return fd
+
+
+def test_writing_never_follows_a_link_an_earlier_run_left(tmp_path: Path) -> None:
+    workdir, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    workdir.mkdir()
+    elsewhere.mkdir()
+    (workdir / "lib").symlink_to(elsewhere)
+    (workdir / "data.txt").symlink_to(elsewhere / "data.txt")
+    fd = payload_fd(b"", (text("lib/x.py", "x"),))
+
+    with pytest.raises(OSError):
+        workspace.write_payload(str(workdir), "main.py", fd)
+    fd = payload_fd(b"", (text("data.txt", "x"),))
+    with pytest.raises(OSError):
+        workspace.write_payload(str(workdir), "main.py", fd)
+
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_writing_refuses_a_fifo_an_earlier_run_left_without_waiting(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "in.txt")
+    fd = payload_fd(b"", (text("in.txt", "x"),))
+
+    with pytest.raises(OSError):  # ENXIO: no reader, and O_NONBLOCK does not wait for one
+        workspace.write_payload(str(tmp_path), "main.py", fd)
+
+
+def test_files_from_before_the_snapshot_are_listed_only_once_changed(tmp_path: Path) -> None:
+    (tmp_path / "old.txt").write_text("old")
+    (tmp_path / "same.txt").write_text("same")
+    before = workspace.snapshot(str(tmp_path))
+    (tmp_path / "old.txt").write_text("new!")
+    (tmp_path / "made.txt").write_text("made")
+
+    fd = workspace.collect(str(tmp_path), before)
+    try:
+        listing = workspace.read_listing(fd)
+    finally:
+        os.close(fd)
+
+    assert [(found.path, found.status, found.text) for found in listing.files] == [
+        ("made.txt", "created", "made"),
+        ("old.txt", "modified", "new!"),
+    ]

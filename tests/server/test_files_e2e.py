@@ -54,9 +54,7 @@ async def test_a_multi_file_project_runs_and_its_outputs_are_listed(client: Clie
 
 @pytest.mark.parametrize("path", ["/etc/x", "../x", "a/../../x", "a\u0000b", "x" * 300])
 async def test_a_path_leaving_the_workdir_is_refused(client: Client, path: str) -> None:
-    result = await execute(
-        client, code="print('ran')", files=[{"path": path, "content": "x"}]
-    )
+    result = await execute(client, code="print('ran')", files=[{"path": path, "content": "x"}])
 
     assert result.is_error
     message = result.content[0].text
