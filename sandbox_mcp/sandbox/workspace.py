@@ -350,13 +350,14 @@ def collect(workdir: str, before: Snapshot) -> int:
                 "status": "modified" if path in before else "created",
             }
             cap = _content_cap(mime_type, head)
-            room = image_room if mime_type in IMAGE_TYPES else text_room
+            pictures = _counts_as_picture(mime_type)
+            room = image_room if pictures else text_room
             if cap and info.st_size <= min(cap, room):
                 content = _read(root, path, info, info.st_size)
                 if content is not None and _fits(mime_type, content):
                     entry.update(offset=len(body), length=len(content))
                     body += content
-                    if mime_type in IMAGE_TYPES:
+                    if pictures:
                         image_room -= len(content)
                     else:
                         text_room -= len(content)
@@ -385,12 +386,12 @@ def read_listing(fd: int) -> Listing:
         content = None
         if "offset" in raw:
             length_of = int(raw["length"])
-            is_image = mime_type in IMAGE_TYPES
-            room = image_room if is_image else text_room
-            cap = MAX_IMAGE_BYTES if is_image else max(MAX_TEXT_BYTES, MAX_SVG_BYTES)
+            pictures = _counts_as_picture(mime_type)
+            room = image_room if pictures else text_room
+            cap = _content_cap(mime_type, b"")
             if 0 <= length_of <= min(cap, room):
                 content = os.pread(fd, length_of, base + int(raw["offset"]))
-                if is_image:
+                if pictures:
                     image_room -= len(content)
                 else:
                     text_room -= len(content)
@@ -418,6 +419,11 @@ def sniff(path: str, head: bytes) -> str:
     if not head or _is_text(head):
         return "text/plain"
     return "application/octet-stream"
+
+
+def _counts_as_picture(mime_type: str) -> bool:
+    # SVG comes back as text but weighs like a picture: it draws on the images' budget.
+    return mime_type in IMAGE_TYPES or mime_type == "image/svg+xml"
 
 
 def _content_cap(mime_type: str, head: bytes) -> int:

@@ -52,8 +52,8 @@ class FileInfo(BaseModel):
     status: Literal["created", "modified"]
     content: str | None = Field(
         default=None,
-        description="The file's text, for text files of at most 8 KB and SVG of at most "
-        "256 KB (64 KB of text in all per run); null otherwise.",
+        description="The file's text, for text files of at most 8 KB (64 KB in all per run) "
+        "and SVG of at most 256 KB; null otherwise.",
     )
     image: bool = Field(
         default=False,

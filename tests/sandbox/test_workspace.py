@@ -363,3 +363,19 @@ def test_files_from_before_the_snapshot_are_listed_only_once_changed(tmp_path: P
         ("made.txt", "created", "made"),
         ("old.txt", "modified", "new!"),
     ]
+
+
+def test_an_svg_past_the_text_budget_still_comes_back(tmp_path: Path) -> None:
+    before = workspace.snapshot(str(tmp_path))
+    svg = "<svg xmlns='http://www.w3.org/2000/svg'>" + "<g/>" * 30_000 + "</svg>"
+    (tmp_path / "plot.svg").write_text(svg)
+    (tmp_path / "notes.txt").write_text("n" * 5000)
+
+    fd = workspace.collect(str(tmp_path), before)
+    try:
+        files = {found.path: found for found in workspace.read_listing(fd).files}
+    finally:
+        os.close(fd)
+
+    assert files["plot.svg"].text == svg
+    assert files["notes.txt"].text == "n" * 5000
