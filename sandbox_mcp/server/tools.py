@@ -336,6 +336,7 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
             "output_bytes": settings.output_bytes,
             "max_output_bytes": settings.max_output_bytes,
             "max_code_bytes": settings.max_code_bytes,
+            "max_files_bytes": settings.max_files_bytes,
             "max_concurrent_runs": settings.max_concurrent_runs,
         },
         root_filesystem_read_only=posture.root_read_only,
