@@ -1024,7 +1024,7 @@ async def _await_outcome(
             try:
                 if not listing.files:
                     listing = workspace.read_listing(fd)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except Exception as exc:  # a listing that cannot be read costs the files only
                 logger.warning("the run's file listing could not be read: %s", exc)
             finally:
                 os.close(fd)

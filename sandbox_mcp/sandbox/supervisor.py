@@ -334,7 +334,7 @@ def _list_files(spec: RunSpec, watch: _Watch) -> int | None:
         return None
     try:
         return workspace.collect(spec.workdir, watch.before)
-    except OSError as exc:
+    except Exception as exc:  # the report must go out whatever the workdir holds
         watch.errors.append(f"the workdir's files could not be listed: {exc}")
         return None
 

@@ -344,7 +344,8 @@ def collect(workdir: str, before: Snapshot) -> int:
             head = _read(root, path, info, 512) or b""
             mime_type = sniff(path, head)
             entry: dict[str, object] = {
-                "path": path,
+                # A name that is not UTF-8 is shown with replacement characters.
+                "path": path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
                 "size": info.st_size,
                 "mime_type": mime_type,
                 "status": "modified" if path in before else "created",

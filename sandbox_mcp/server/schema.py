@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 Limit = Literal[
     "timeout",
@@ -35,6 +35,9 @@ class CompileInfo(BaseModel):
 
 class InputFileSpec(BaseModel):
     """A file execute_code writes into the working directory before the run."""
+
+    # A misspelt key (`contents`, `mode`) is refused, not silently dropped.
+    model_config = ConfigDict(extra="forbid")
 
     path: str = Field(description="Relative path, e.g. 'lib/util.py' or 'data/input.csv'.")
     content: str = Field(description="The file's content: text, or base64 (see encoding).")

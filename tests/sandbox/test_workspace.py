@@ -203,6 +203,13 @@ async def test_a_fifo_the_run_makes_does_not_hang_the_listing(sandbox: Sandbox) 
     assert list(listed(result)) == ["done.txt"]
 
 
+async def test_a_name_that_is_not_utf8_is_listed_readably(sandbox: Sandbox) -> None:
+    result = await run(sandbox, "python", "open(b'bad\\xff.txt', 'w').write('ok')")
+
+    assert [found.path for found in result.files] == ["bad\ufffd.txt"], result.stderr
+    assert result.files[0].text == "ok"
+
+
 async def test_big_and_binary_files_are_listed_without_content(sandbox: Sandbox) -> None:
     result = await run(
         sandbox,

@@ -61,6 +61,18 @@ async def test_a_path_leaving_the_workdir_is_refused(client: Client, path: str) 
     assert "file " in message and "ran" not in message.replace("workdir", "")
 
 
+async def test_a_file_with_an_unknown_key_or_encoding_is_refused(client: Client) -> None:
+    for item in (
+        {"path": "a.txt", "contents": "x"},
+        {"path": "a.txt", "content": "x", "encoding": "hex"},
+        {"path": "a.bin", "content": "@@@", "encoding": "base64"},
+    ):
+        result = await execute(client, code="print('ran')", files=[item])
+
+        assert result.is_error, item
+        assert "ran" not in result.content[0].text.replace("run", "")
+
+
 async def test_a_plot_comes_back_as_a_png_image(client: Client) -> None:
     result = await execute(
         client,
