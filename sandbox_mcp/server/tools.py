@@ -120,10 +120,11 @@ def register(server: MCPServer, sandbox: Sandbox, outputs: OutputStore | None = 
         readable for 15 minutes at the resource in stdout_uri / stderr_uri. Compiled
         languages (C, C++, Go, Rust, Java, Kotlin) are built first; a failed build is
         reported in `compile` and the program does not run. Java: a public class names the
-        file, and the classes of other .java files sent in `files` are found and compiled
-        (C, C++, Go, Rust and Kotlin build the main file only, headers aside); main() may be
-        in any class. Kotlin and Scala run as scripts
-        unless the code declares main. JavaScript is CommonJS unless it uses import/export.
+        file; main() may be in any class. Other source files sent in `files` are compiled in
+        for Java (found by class name) and Kotlin (every .kt), and Rust follows `mod x;`; C,
+        C++ and Go build the main file alone (headers aside), TypeScript transpiles only the
+        main file. Kotlin and Scala run as scripts unless the code declares main.
+        JavaScript is CommonJS unless it uses import/export.
         The run is killed at the deadline and when it exceeds its memory, CPU, process, file
         or output limits; `limit` then says which. A program that fails or exits non-zero is
         a normal result (see exit_code and stderr), not an error.
