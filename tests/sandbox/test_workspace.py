@@ -82,6 +82,31 @@ async def test_a_kotlin_file_and_its_user_build_and_run(sandbox: Sandbox) -> Non
     assert result.stdout == "from helper\n", (result.compile, result.stderr)
 
 
+@pytest.mark.parametrize(
+    ("language", "code", "path", "content"),
+    [
+        (
+            "rust",
+            "mod helper;\nfn main() { helper::say(); }\n",
+            "helper.rs",
+            'pub fn say() { println!("from helper"); }\n',
+        ),
+        (
+            "c",
+            '#include <stdio.h>\n#include "helper.h"\nint main(void) { puts(WORD); }\n',
+            "helper.h",
+            '#define WORD "from helper"\n',
+        ),
+    ],
+)
+async def test_rust_modules_and_c_headers_are_found(
+    sandbox: Sandbox, language: str, code: str, path: str, content: str
+) -> None:
+    result = await run(sandbox, language, code, files=(text(path, content),))
+
+    assert result.stdout == "from helper\n", (result.compile, result.stderr)
+
+
 async def test_a_javascript_module_is_required(sandbox: Sandbox) -> None:
     result = await run(
         sandbox,
