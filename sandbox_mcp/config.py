@@ -161,6 +161,13 @@ OPTIONS: tuple[Option, ...] = (
         "largest snippet accepted, in bytes of UTF-8",
     ),
     Option(
+        "max_files_bytes",
+        "SANDBOX_MAX_FILES_BYTES",
+        8 * MIB,
+        _positive_int,
+        "largest total size of the files sent with one run (execute_code's files), in bytes",
+    ),
+    Option(
         "memory_mb",
         "SANDBOX_MEMORY_MB",
         512,
@@ -289,6 +296,7 @@ class Settings:
     timeout: float = 30.0
     max_timeout: float = 30.0
     max_code_bytes: int = 4 * MIB
+    max_files_bytes: int = 8 * MIB
     memory_mb: int = 512
     cpu_seconds: int = 30
     max_processes: int = 128

@@ -471,6 +471,23 @@ async def test_every_language_runs_in_the_container(client: Client) -> None:
     }
 
 
+async def test_files_plots_and_packages_work_under_a_read_only_root(client: Client) -> None:
+    result = await execute(
+        client,
+        "python",
+        "import helper, numpy, matplotlib.pyplot as plt\n"
+        "plt.plot(numpy.arange(3)); plt.show()\nprint(helper.WORD)",
+        files=[{"path": "helper.py", "content": "WORD = 'from helper'\n"}],
+    )
+
+    structured = ok(result)
+    assert structured["stdout"] == "from helper\n", structured["stderr"]
+    assert structured["stderr"] == ""  # matplotlib found its font list: nothing to rebuild
+    assert [(found["path"], found["image"]) for found in structured["files"]] == [
+        ("figure_1.png", True)
+    ]
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 async def test_noexec_tmp_keeps_interpreters_and_says_what_compiled_languages_need(
     mode: str,

@@ -68,6 +68,9 @@ class RunSpec:
     # Besides the run root, what the run may not read though the server can: the server's
     # secrets (an HTTP token file), which in shared mode share the run's uid.
     hidden_paths: list[str] = field(default_factory=list)
+    # Symbolic links the supervisor makes in the fresh workdir: [path in it, target]
+    # (matplotlib's font list for Python runs; see packages.py).
+    links: list[list[str]] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()
