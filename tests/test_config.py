@@ -173,3 +173,13 @@ def test_http_beyond_loopback_needs_a_token_and_allowed_hosts(host: str) -> None
     assert not settings.binds_loopback
     # Over stdio the same host is never bound, so nothing is refused.
     Settings.load([], {"SANDBOX_HOST": host})
+
+
+def test_http_with_the_network_on_needs_a_token() -> None:
+    base = {"SANDBOX_TRANSPORT": "http", "SANDBOX_NETWORK": "on"}
+
+    with pytest.raises(ConfigurationError, match="snippets could call this server"):
+        Settings.load([], base)
+    settings, _ = Settings.load([], {**base, "SANDBOX_AUTH_TOKEN": "t" * 32})
+    assert settings.network == "on"
+    Settings.load([], {"SANDBOX_NETWORK": "on"})  # stdio: no port for a snippet to call
