@@ -34,7 +34,7 @@ from sandbox_mcp.errors import (
     LauncherError,
     RuntimeUnavailable,
 )
-from sandbox_mcp.sandbox import _libc, files, landlock, posture, warm
+from sandbox_mcp.sandbox import _libc, files, landlock, posture, sessions, warm
 from sandbox_mcp.sandbox import diagnostics as diagnostics_module
 from sandbox_mcp.sandbox import identity as identities
 from sandbox_mcp.sandbox.diagnostics import Diagnostic
@@ -66,6 +66,9 @@ _REPORT_GRACE = 15.0
 # Warm Python runs kept started ahead of their calls. Two: a call rarely finds none ready,
 # and each holds a uid, a workdir and two small processes while it waits.
 STANDBY_RUNS = 2
+# What a run's outcome says when its supervisor is gone without a word.
+SUPERVISOR_GONE = "the run's supervisor died without a report"
+SUPERVISOR_SILENT = "the sandbox did not report the end of the run"
 # How many servers with default settings may share a machine (see _free_run_root).
 _DEFAULT_RUN_ROOTS = 16
 
@@ -102,6 +105,10 @@ class RunRequest:
     args: tuple[str, ...] = ()
     filename: str | None = None
     timeout_seconds: float | None = None
+    # None: a fresh sandbox. "new": open a session; else the id of the caller's session
+    # (sessions.py). `owner` is who calls: a session answers only the owner that opened it.
+    session_id: str | None = None
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,9 @@ class RunResult:
     timeout_seconds: float
     compile: BuildOutcome | None = None
     notes: tuple[str, ...] = ()
+    # The session the run belongs to, and whether its interpreter's state was lost in it.
+    session_id: str | None = None
+    session_state_lost: bool = False
 
     @property
     def timed_out(self) -> bool:
@@ -213,6 +223,7 @@ class Sandbox:
         self._prepared = False
         self._root_lock: int | None = None
         self._probing: asyncio.Future[None] | None = None
+        self.sessions = sessions.Sessions(self)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -225,6 +236,7 @@ class Sandbox:
             return
         _make_dumpable(False)
         if self._pool is not None:
+            sessions.check_pool(self.settings, STANDBY_RUNS)
             self._pool.claim()
         try:
             self._prepare_run_root()
@@ -276,6 +288,7 @@ class Sandbox:
         )
         self._template = self._start_template()
         self._refill_standby()
+        self.sessions.start()
         # Reading versions starts a JVM or two and takes seconds: it goes on in the
         # background, and only list_languages waits for it.
         self._probing = asyncio.ensure_future(self._probe_runtimes())
@@ -291,6 +304,7 @@ class Sandbox:
         if self._probing is not None:
             self._probing.cancel()
             self._probing = None
+        await self.sessions.close()
         for task in list(self._standing_up):
             task.cancel()
         await asyncio.gather(*self._standing_up, return_exceptions=True)
@@ -354,8 +368,11 @@ class Sandbox:
         `RuntimeUnavailable` when the language's runtime is missing and `LauncherError` when
         the sandbox machinery failed. A snippet that fails, crashes or hits a limit, or whose
         build fails, is a normal result, not an exception. Cancelling the calling task kills
-        the run.
+        the run. With `request.session_id` the run belongs to a session (sessions.py), which
+        raises `UnknownSession`, `SessionEnded` and `TooManySessions` besides.
         """
+        if request.session_id is not None:
+            return await self.sessions.run(request)
         prepared = self._check(request.language, request.code, request.filename, request)
         timeout = self.settings.clamp_timeout(request.timeout_seconds)
         language, main = prepared.language, prepared.main
@@ -727,12 +744,13 @@ class Sandbox:
         )
 
     async def _follow(
-        self, spec: RunSpec, pending: _Pending, uid: int | None
+        self, spec: RunSpec, pending: _Pending, uid: int | None, keep_control: bool = False
     ) -> tuple[RunOutcome, StreamCapture, StreamCapture]:
         """Follow a run handed over to its supervisor to its end.
 
         The answer does not wait for the supervisor to exit (it removes the workdir after
-        its report): its uid goes back to the pool in the background once it has.
+        its report): its uid goes back to the pool in the background once it has. A
+        session's call (`keep_control`) leaves the supervisor and its uid to the session.
         """
         loop = asyncio.get_running_loop()
         stdout = StreamCapture(self.settings.output_bytes)
@@ -750,14 +768,15 @@ class Sandbox:
             await asyncio.wait_for(asyncio.gather(*readers), _REPORT_GRACE)
         except TimeoutError:
             logger.error("run %s: the supervisor did not report in time", spec.run_id)
-            outcome = _failed_outcome("the sandbox did not report the end of the run")
+            outcome = _failed_outcome(SUPERVISOR_SILENT)
         except asyncio.CancelledError:
             flood.kill("cancelled")
             raise
         finally:
             for reader in readers:
                 reader.cancel()
-            self._finish_later(pending.control, uid)
+            if not keep_control:
+                self._finish_later(pending.control, uid)
 
         if flood.tripped and outcome.limit in (None, "cancelled"):
             outcome = dataclasses.replace(outcome, limit="output")
@@ -978,7 +997,7 @@ async def _await_outcome(loop: asyncio.AbstractEventLoop, control: socket.socket
     while True:
         data = await loop.sock_recv(control, 64 * 1024)
         if not data:
-            return _failed_outcome("the run's supervisor died without a report")
+            return _failed_outcome(SUPERVISOR_GONE)
         message = json.loads(data)
         if message.get("event") == "exited":
             return RunOutcome.from_dict(message["outcome"])

@@ -117,6 +117,11 @@ _stop = _StopRequest()
 
 def supervise(spec: RunSpec, fds: RunFds, control: socket.socket) -> None:
     """Run `spec` to its end and report a `RunOutcome` on `control`. Never raises."""
+    if spec.session:
+        from sandbox_mcp.sandbox import session_supervisor
+
+        session_supervisor.serve(spec, fds, control)
+        return
     _stop.listen()
     watch = _Watch()
     pool_mode = spec.uid is not None
@@ -316,9 +321,12 @@ def _make_workdir(spec: RunSpec) -> None:
     os.mkdir(os.path.join(spec.workdir, ".build"), 0o700)
 
 
-def _write_main(spec: RunSpec, payload: int) -> None:
+def _write_main(spec: RunSpec, payload: int, replace: bool = False) -> None:
     target = os.path.join(spec.workdir, spec.main_file)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    # A session's call writes over the main file an earlier call left; never through a link.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    # O_NONBLOCK: a FIFO the snippet left under that name fails at once instead of blocking.
+    flags |= os.O_TRUNC | os.O_NONBLOCK if replace else os.O_EXCL
     out = os.open(target, flags, 0o600)
     try:
         size = os.fstat(payload).st_size
@@ -333,12 +341,17 @@ def _write_main(spec: RunSpec, payload: int) -> None:
 
 
 def _start(
-    spec: RunSpec, argv: list[str], stdio: tuple[int, int, int], waiting: int | None = None
+    spec: RunSpec,
+    argv: list[str],
+    stdio: tuple[int, int, int],
+    waiting: int | None = None,
+    keep: tuple[int, ...] = (),
 ) -> int:
     """Fork and exec `argv`. Returns its pid once exec has succeeded, or raises.
 
     A warm run runs `argv` in the forked interpreter instead; one on standby (`waiting`, its
-    end of a socket to this supervisor) first waits, confined, for its go.
+    end of a socket to this supervisor) first waits, confined, for its go. `keep` are
+    inheritable descriptors the program keeps under their numbers (a session's driver).
     """
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
     supervisor = os.getpid()
@@ -347,7 +360,7 @@ def _start(
     pid = os.fork()
     if pid == 0:  # the snippet-to-be: set everything up, then exec
         try:
-            kept = (error_write,) if waiting is None else (error_write, waiting)
+            kept = (error_write, *keep) if waiting is None else (error_write, waiting)
             _prepare_child(spec, stdio, supervisor, kept)
             if waiting is not None:
                 warm.run_when_told(waiting, spec.env, error_write)
@@ -406,7 +419,11 @@ def _prepare_child(
         handle.write("1000")
 
     limits = spec.limits
-    _setrlimit(resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1)
+    # A session's interpreter lives through many calls and CPU time adds up over a process's
+    # life: its supervisor sets the soft limit before each call and watches each call's CPU
+    # (session_supervisor.py), so the hard limit cannot be the per-run one.
+    cpu_hard = resource.RLIM_INFINITY if spec.session_interpreter else limits.cpu_seconds + 1
+    _setrlimit(resource.RLIMIT_CPU, limits.cpu_seconds, cpu_hard)
     # A data limit, not an address-space one: V8, the JVM and Go reserve far more address
     # space than they use, and RLIMIT_AS would stop them at startup. Twice the memory limit,
     # because every thread's stack counts at its full reserved size (8 MB by default): the
