@@ -137,7 +137,10 @@ _JAVASCRIPT = r"""
     while (!pending.includes('\n')) {
       let count;
       try { count = fs.readSync(requests, buffer, 0, buffer.length, null); }
-      catch (error) { if (error.code === 'EAGAIN' || error.code === 'EINTR') continue; throw error; }
+      catch (error) {
+        if (error.code === 'EAGAIN' || error.code === 'EINTR') continue;
+        throw error;
+      }
       if (count === 0) return null;
       pending += buffer.toString('utf8', 0, count);
     }
@@ -151,7 +154,8 @@ _JAVASCRIPT = r"""
     try {
       return new vm.Script(source, { filename: file });
     } catch (error) {
-      if (!(error instanceof SyntaxError) || !/await is only valid/.test(error.message)) throw error;
+      const awaits = error instanceof SyntaxError && /await is only valid/.test(error.message);
+      if (!awaits) throw error;
       return new vm.Script('(async () => {' + source + '\n})()', { filename: file });
     }
   }
@@ -182,7 +186,9 @@ _JAVASCRIPT = r"""
   }
 
   // 'beforeExit' comes when nothing the call started is pending: where a script would end.
-  process.on('beforeExit', () => { finishCall(); nextCall(); });
+  // The next call is scheduled, not run here: a listener that schedules nothing lets the
+  // process exit.
+  process.on('beforeExit', () => { finishCall(); setImmediate(nextCall); });
   nextCall();
 })();
 """
@@ -205,4 +211,3 @@ def command(language_id: str, run: list[str], requests: int, replies: int) -> li
 def persistent(language_id: str) -> bool:
     """Whether a session of this language keeps its interpreter's state between calls."""
     return language_id in PERSISTENT
-

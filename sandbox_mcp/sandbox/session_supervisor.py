@@ -35,6 +35,7 @@ import select
 import selectors
 import signal
 import socket
+import stat
 import sys
 import time
 from dataclasses import dataclass
@@ -328,7 +329,12 @@ def _watch_call(
                     watch.limit = "timeout"
                     return None
                 timeout = min(watch.deadline - now, _sample_interval(step, now))
-                for key, _ in selector.select(timeout):
+                # The reply before the exit: a driver that replied and then died ended its
+                # call first.
+                events = sorted(
+                    selector.select(timeout), key=lambda event: event[0].data != "reply"
+                )
+                for key, _ in events:
                     if isinstance(key.data, int):
                         _relay(key.fd, key.data)
                     elif key.data == "reply":
@@ -456,7 +462,7 @@ def _send_file(control: socket.socket, workdir: str, path: str, max_bytes: int) 
         os.close(current)
     try:
         info = os.fstat(fd)
-        if not (info.st_mode & 0o170000 == 0o100000):
+        if not stat.S_ISREG(info.st_mode):
             error = "not a regular file"
         elif info.st_size > max_bytes:
             error = f"the file is {info.st_size} bytes; at most {max_bytes} can be read"
@@ -485,9 +491,7 @@ def _end_strays(keep: int) -> None:
     give_up = time.monotonic() + 5.0
     while time.monotonic() < give_up:
         strays = [
-            pid
-            for pid in processes.descendants(os.getpid())
-            if pid != keep and not _is_zombie(pid)
+            pid for pid in processes.descendants(os.getpid()) if pid != keep and not _is_zombie(pid)
         ]
         if not strays:
             break

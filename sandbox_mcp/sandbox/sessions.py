@@ -168,7 +168,7 @@ class Sessions:
         if result.session_state_lost:
             notes.append(
                 "the session's interpreter was stopped by this call's "
-                f"{result.limit or 'end'}: its variables, functions and imports are lost; "
+                f"{result.limit or 'end'}: its state (variables, functions, imports) is lost; "
                 "the files in its working directory remain, and the next call starts a "
                 "fresh interpreter there"
             )
@@ -497,17 +497,19 @@ async def _receive_with_fds(control: socket.socket) -> tuple[dict[str, Any], lis
             )
             break
         except BlockingIOError:
-            readable: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(
-                control.fileno(), lambda: readable.done() or readable.set_result(None)
-            )
-            try:
-                await readable
-            finally:
-                loop.remove_reader(control.fileno())
+            await _readable(loop, control)
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
     if not data:
         raise LauncherError("the session's sandbox is gone")
     return json.loads(data), list(fds)
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, control: socket.socket) -> None:
+    readable: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(control.fileno(), lambda: readable.done() or readable.set_result(None))
+    try:
+        await readable
+    finally:
+        loop.remove_reader(control.fileno())

@@ -9,7 +9,7 @@ from mcp.server import MCPServer
 
 from sandbox_mcp import __version__
 from sandbox_mcp.sandbox.runner import Sandbox
-from sandbox_mcp.server import tools
+from sandbox_mcp.server import session_tools, tools
 from sandbox_mcp.server.arguments import StrictArguments
 
 
@@ -33,6 +33,7 @@ def build(sandbox: Sandbox) -> MCPServer:
         log_level=sandbox.settings.log_level.upper(),  # type: ignore[arg-type]
     )
     tools.register(server, sandbox)
+    session_tools.register(server, sandbox)
     server.middleware.append(StrictArguments(server))
     return server
 
@@ -48,8 +49,13 @@ def instructions(sandbox: Sandbox) -> str:
         else "Snippets may open network connections."
     )
     return (
-        "Runs code snippets in isolated, single-use sandboxes. Each execute_code call gets a "
-        "fresh empty working directory and a non-root user; nothing persists between calls. "
+        "Runs code snippets in isolated sandboxes. Without session_id each execute_code call "
+        "gets a fresh empty working directory and a non-root user, and nothing persists "
+        'between calls. With session_id "new" a call opens a session, and later calls with '
+        "the session_id it returns keep its files and, for Python and JavaScript, its "
+        "variables, functions and imports; a timeout or limit loses that state but not the "
+        f"files; reset_session ends it, and it ends by itself after "
+        f"{settings.session_idle_seconds:g} s unused. "
         "Write files only in the current directory. In shell code write errors with >&2, "
         "not > /dev/stderr, which the sandbox refuses. "
         f"Limits per run: {settings.timeout:g} s wall clock by default (at most "

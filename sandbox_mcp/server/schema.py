@@ -63,6 +63,16 @@ class ExecutionResult(BaseModel):
     notes: list[str] = Field(
         default_factory=list, description="Anything the caller should know about this run."
     )
+    session_id: str | None = Field(
+        default=None,
+        description="The session this run belongs to (pass it to continue); null for a "
+        "fresh, single-use sandbox.",
+    )
+    session_state_lost: bool = Field(
+        default=False,
+        description="The session's interpreter was stopped by a limit or the deadline: its "
+        "variables are gone, its files are not.",
+    )
 
 
 class DiagnosticInfo(BaseModel):

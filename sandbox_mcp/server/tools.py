@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
@@ -19,6 +20,7 @@ from sandbox_mcp import __version__
 from sandbox_mcp.errors import SandboxError
 from sandbox_mcp.sandbox.languages import LANGUAGES
 from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox, ValidationResult
+from sandbox_mcp.server.callers import caller_key
 from sandbox_mcp.server.schema import (
     CompileInfo,
     DiagnosticInfo,
@@ -90,12 +92,25 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
                 ),
             ),
         ] = None,
+        session_id: Annotated[
+            str | None,
+            Field(
+                description='Leave out for a fresh sandbox. "new" opens a session; pass the '
+                "session_id it returns to run the next call in the same session."
+            ),
+        ] = None,
+        ctx: Context = None,  # type: ignore[assignment] # the SDK fills it in
     ) -> Annotated[CallToolResult, ExecutionResult]:
-        """Run a code snippet in a fresh, isolated sandbox and return its output.
+        """Run a code snippet in an isolated sandbox and return its output.
 
-        Each call starts from nothing: a new empty working directory (the current directory,
-        also $HOME and $TMPDIR), a non-root user, no state from earlier calls. Write files
-        only there. Compiled languages (C, C++, Go, Rust, Java, Kotlin) are built first;
+        Without session_id each call starts from nothing: a new empty working directory (the
+        current directory, also $HOME and $TMPDIR), a non-root user, no state from earlier
+        calls. Write files only there. With session_id "new" the call opens a session and
+        the answer gives its session_id; later calls with that id (same language) find the
+        files it wrote, and for Python and JavaScript its variables, functions and imports,
+        like notebook cells. A timeout or limit in a session loses the interpreter's state
+        (session_state_lost) but keeps the files. Sessions end with reset_session or after
+        a while unused. Compiled languages (C, C++, Go, Rust, Java, Kotlin) are built first;
         a failed build is reported in `compile` and the program does not run. Java: a public
         class names the file; main() may be in any class. Kotlin and Scala run as scripts
         unless the code declares main. JavaScript is CommonJS unless it uses import/export.
@@ -110,6 +125,8 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
             args=tuple(args),
             filename=filename,
             timeout_seconds=timeout_seconds,
+            session_id=session_id,
+            owner=caller_key(ctx),
         )
         try:
             result = await sandbox.run(request)
@@ -354,6 +371,8 @@ def _structured(result: RunResult) -> ExecutionResult:
             duration_ms=compiled.duration_ms,
         ),
         notes=list(result.notes),
+        session_id=result.session_id,
+        session_state_lost=result.session_state_lost,
     )
 
 
@@ -388,7 +407,8 @@ def summary(result: RunResult) -> str:
         parts.append(f"build {compiled.duration_ms:.0f} ms")
     parts.append(f"{result.duration_ms:.0f} ms")
     parts.append(f"{result.peak_memory_bytes / 1e6:.1f} MB")
-    lines = [f"[{result.language} run {result.run_id}] " + ", ".join(parts)]
+    where = f" in session {result.session_id}" if result.session_id else ""
+    lines = [f"[{result.language} run {result.run_id}{where}] " + ", ".join(parts)]
 
     if compiled is not None and (compiled.stderr.strip() or not compiled.succeeded):
         lines += ["--- compiler ---", (compiled.stderr or compiled.stdout).rstrip("\n")]
