@@ -27,6 +27,7 @@ from __future__ import annotations
 import array
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -456,7 +457,8 @@ def _send_file(control: socket.socket, workdir: str, path: str, max_bytes: int) 
             parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=current
         )
     except OSError as exc:
-        control.send(json.dumps({"event": "file", "error": exc.strerror or str(exc)}).encode())
+        error = "a symbolic link, not followed" if exc.errno == errno.ELOOP else exc.strerror
+        control.send(json.dumps({"event": "file", "error": error or str(exc)}).encode())
         return
     finally:
         os.close(current)
