@@ -472,10 +472,12 @@ class Sandbox:
         return verdict == "opened", f"{verdict}: {detail}".strip() if verdict else result.stderr
 
     def workdirs_present(self) -> int:
-        """How many workdirs exist under the run root now, besides those of runs on standby."""
+        """How many workdirs exist under the run root now, besides those of runs on standby
+        and of open sessions."""
+        expected = self._standby_ids | self.sessions.workdir_names()
         try:
             names = [entry.name for entry in self.settings.run_root.iterdir()]
-            return sum(1 for name in names if name not in self._standby_ids)
+            return sum(1 for name in names if name not in expected)
         except OSError:
             return 0
 

@@ -135,6 +135,10 @@ class Sessions:
         """How many sessions are open now."""
         return len(self._open)
 
+    def workdir_names(self) -> set[str]:
+        """The names of the open sessions' workdirs under the run root."""
+        return {session.label for session in self._open.values()}
+
     # --- calls -------------------------------------------------------------------------------
 
     async def run(self, request: RunRequest) -> RunResult:

@@ -167,6 +167,11 @@ class ServerInfo(BaseModel):
     runs_on_standby: int = Field(
         description="Warm runs started ahead of their calls, each with a uid and a workdir."
     )
+    sessions_open: int = Field(
+        default=0,
+        description="Sessions open now, each with a workdir (and in pool mode a uid) of its "
+        "own; their workdirs are not counted in workdirs_present.",
+    )
     warm_languages: list[str] = Field(
         description="Languages whose runs fork an interpreter started in advance (SANDBOX_WARM)."
     )

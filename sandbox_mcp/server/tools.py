@@ -304,6 +304,8 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
             "max_output_bytes": settings.max_output_bytes,
             "max_code_bytes": settings.max_code_bytes,
             "max_concurrent_runs": settings.max_concurrent_runs,
+            "max_sessions": settings.max_sessions,
+            "session_idle_seconds": settings.session_idle_seconds,
         },
         root_filesystem_read_only=posture.root_read_only,
         run_root=str(settings.run_root),
@@ -329,6 +331,7 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
         ),
         workdirs_present=workdirs,
         runs_on_standby=sandbox.standby_ready,
+        sessions_open=sandbox.sessions.count(),
         warm_languages=["python"] if sandbox.warm_pid is not None else [],
         notes=notes,
     )
