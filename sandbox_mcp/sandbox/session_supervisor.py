@@ -74,6 +74,9 @@ _CALL_FDS = 4
 # Where the call's stdin waits for the driver, which opens it as descriptor 0 and removes it.
 _STDIN_FILE = ".session-stdin"
 _TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
+_MAX_REPLY = 4096
+# How long the output left in the interpreter's pipes is copied after it was killed.
+_LAST_OUTPUT_WAIT = 2.0
 
 
 @dataclass
@@ -340,6 +343,9 @@ def _watch_call(
                         _relay(key.fd, key.data)
                     elif key.data == "reply":
                         reply += _read_available(interpreter.replies)
+                        if b"\n" not in reply and len(reply) > _MAX_REPLY:
+                            # Not the driver's words: the call's code wrote there.
+                            raise ValueError("the session's interpreter sent a malformed reply")
                         if b"\n" in reply:
                             # What the call printed is in the pipes by now: pass it all on.
                             _relay(interpreter.stdout, outputs[0])
@@ -374,13 +380,16 @@ def _watch_call(
 
 
 def _relay(source: int, target: int, until_eof: bool = False) -> None:
-    """Copy what is waiting in `source` to `target` (a call's output pipe)."""
+    """Copy what is waiting in `source` to `target` (a call's output pipe); `until_eof`,
+    once every writer is dead, to the end (for at most `_LAST_OUTPUT_WAIT`)."""
+    give_up = time.monotonic() + _LAST_OUTPUT_WAIT
     while True:
         try:
             data = os.read(source, 1 << 16)
         except BlockingIOError:
-            if until_eof:
-                select.select([source], [], [], 1.0)
+            left = give_up - time.monotonic()
+            if until_eof and left > 0:
+                select.select([source], [], [], left)
                 continue
             return
         except OSError:

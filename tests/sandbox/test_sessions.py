@@ -360,3 +360,49 @@ def test_the_uid_pool_must_leave_room_for_runs(run_root: Path) -> None:
     box = Sandbox(replace(BASE, run_root=run_root, uid_count=20, max_sessions=16))
     with pytest.raises(Exception, match="SANDBOX_UID_COUNT 20 is too small"):
         box.prepare()
+
+
+async def test_an_output_flood_or_a_memory_bomb_loses_the_state_but_not_the_files(
+    run_root: Path,
+) -> None:
+    box = Sandbox(replace(BASE, run_root=run_root, max_output_bytes=1_000_000, memory_mb=200))
+    await box.start()
+    try:
+        python = await run(box, "python", "kept = 1\nopen('f', 'w').write('x')")
+        flood = await run(box, "python", "while True: print('y' * 1000)", python.session_id)
+        assert (flood.limit, flood.session_state_lost) == ("output", True)
+        after = await run(
+            box, "python", "print('kept' in globals(), open('f').read())", python.session_id
+        )
+        assert (after.stdout, after.session_state_lost) == ("False x\n", False)
+
+        node = await run(box, "javascript", "var kept = 1; require('fs').writeFileSync('f', 'x')")
+        bomb = await run(
+            box,
+            "javascript",
+            "const a = []; while (true) a.push(new Array(1e6).fill(1))",
+            node.session_id,
+        )
+        assert (bomb.limit, bomb.session_state_lost) == ("memory", True)
+        after = await run(
+            box,
+            "javascript",
+            "console.log(typeof kept, require('fs').readFileSync('f', 'utf8'))",
+            node.session_id,
+        )
+        assert (after.stdout, after.session_state_lost) == ("undefined x\n", False)
+    finally:
+        await box.close()
+
+
+async def test_a_reply_forged_by_the_code_ends_only_that_call(sandbox: Sandbox) -> None:
+    # The driver's reply descriptor is its last argument.
+    forge = (
+        "import os\nreplies = int(open('/proc/self/cmdline').read().split('\\0')[-2])\n"
+        "open('f', 'w')\nos.write(replies, b'x' * 10000)\nimport time\ntime.sleep(5)"
+    )
+    first = await run(sandbox, "python", forge)
+    assert first.session_state_lost
+    assert first.exit_code is None
+    second = await run(sandbox, "python", "import os\nprint(os.path.exists('f'))", first.session_id)
+    assert (second.exit_code, second.stdout) == (0, "True\n")
