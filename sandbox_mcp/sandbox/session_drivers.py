@@ -8,7 +8,8 @@ main file in one persistent namespace, like the cells of a notebook.
 
 The protocol, the same for both:
 - descriptor REQUESTS (a pipe from the supervisor): one JSON line per call, `{"file": main
-  file, "stdin": a file holding the call's stdin, "argv": the program's arguments}`. The
+  file's path, "name": its name, "stdin": a file holding the call's stdin, "argv": the
+  program's arguments}`. The
   driver opens the stdin file as descriptor 0 and removes it.
 - descriptor REPLIES (a pipe to the supervisor): one JSON line when the call is over,
   `{"exit": status}`.
@@ -63,7 +64,7 @@ def _serve(requests, replies):
         os.unlink(request["stdin"])
         sys.stdin = io.TextIOWrapper(io.open(0, "rb", closefd=False), encoding="utf-8")
         sys.stdout, sys.stderr = stdout, stderr
-        sys.argv = [request["file"], *request["argv"]]
+        sys.argv = [request["name"], *request["argv"]]
         main.__file__ = request["file"]
         status = _run(request["file"], main)
         for stream in (sys.stdout, sys.stderr):

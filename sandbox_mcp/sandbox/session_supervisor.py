@@ -228,6 +228,7 @@ def _call_interpreter(
     watch.steps.append(step)
     request = {
         "file": os.path.join(call.workdir, call.main_file),
+        "name": call.main_file,
         "stdin": os.path.join(call.workdir, _STDIN_FILE),
         "argv": [str(arg) for arg in message.get("args", [])],
     }

@@ -406,3 +406,12 @@ async def test_a_reply_forged_by_the_code_ends_only_that_call(sandbox: Sandbox) 
     assert first.exit_code is None
     second = await run(sandbox, "python", "import os\nprint(os.path.exists('f'))", first.session_id)
     assert (second.exit_code, second.stdout) == (0, "True\n")
+
+
+async def test_each_call_gets_its_own_arguments(sandbox: Sandbox) -> None:
+    python = await run(sandbox, "python", "import sys\nprint(sys.argv)", args=("a", "b c"))
+    assert python.stdout == "['main.py', 'a', 'b c']\n"
+    again = await run(sandbox, "python", "print(sys.argv)", python.session_id, args=("d",))
+    assert again.stdout == "['main.py', 'd']\n"
+    node = await run(sandbox, "javascript", "console.log(process.argv.slice(2))", args=("x",))
+    assert node.stdout == "[ 'x' ]\n"
