@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from sandbox_mcp.errors import SandboxError
 from sandbox_mcp.sandbox.runner import Sandbox
 from sandbox_mcp.sandbox.sessions import MAX_FILE_BYTES
-from sandbox_mcp.server.callers import caller_key
+from sandbox_mcp.server.callers import NO_KEY, caller_key
 
 FILE_TEMPLATE = "sandbox://sessions/{session_id}/files/{+path}"
 
@@ -56,8 +56,11 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
         ever touched. Sessions also end by themselves after a while unused."""
         if session_id is None and language is None:
             raise ToolError('give session_id (an id or "all") or language (an id or "all")')
+        owner = caller_key(ctx)
+        if owner is None:
+            raise ToolError(NO_KEY)
         try:
-            ended = await sandbox.sessions.reset(caller_key(ctx), session_id, language)
+            ended = await sandbox.sessions.reset(owner, session_id, language)
         except SandboxError as exc:
             raise ToolError(str(exc)) from exc
         text = (
@@ -80,8 +83,11 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
         ),
     )
     async def session_file(session_id: str, path: str, ctx: Context) -> str | bytes:
+        owner = caller_key(ctx)
+        if owner is None:
+            raise ResourceError(NO_KEY)
         try:
-            content = await sandbox.sessions.read_file(caller_key(ctx), session_id, path)
+            content = await sandbox.sessions.read_file(owner, session_id, path)
         except SandboxError as exc:
             raise ResourceError(str(exc)) from exc
         # Text when it is text, so that a model can read it; else the bytes, as a blob.

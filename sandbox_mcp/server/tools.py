@@ -20,7 +20,7 @@ from sandbox_mcp import __version__
 from sandbox_mcp.errors import SandboxError
 from sandbox_mcp.sandbox.languages import LANGUAGES
 from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox, ValidationResult
-from sandbox_mcp.server.callers import caller_key
+from sandbox_mcp.server.callers import NO_KEY, caller_key
 from sandbox_mcp.server.schema import (
     CompileInfo,
     DiagnosticInfo,
@@ -118,6 +118,9 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
         or output limits; `limit` then says which. A program that fails or exits non-zero is
         a normal result (see exit_code and stderr), not an error.
         """
+        owner = caller_key(ctx)
+        if owner is None and session_id is not None:
+            raise ToolError(NO_KEY)
         request = RunRequest(
             language=language,
             code=code,
@@ -126,7 +129,7 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
             filename=filename,
             timeout_seconds=timeout_seconds,
             session_id=session_id,
-            owner=caller_key(ctx),
+            owner=owner or "",
         )
         try:
             result = await sandbox.run(request)

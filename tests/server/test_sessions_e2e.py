@@ -160,5 +160,7 @@ def test_the_caller_key_is_the_http_session_when_there_is_one() -> None:
         request_context = RequestContext()
 
     assert caller_key(Ctx()) == "http:abc"  # type: ignore[arg-type]
+    Ctx.request_context.request.headers = {}
+    assert caller_key(Ctx()) is None  # type: ignore[arg-type] # no key: no sessions
     assert caller_key(None) == STDIO
     assert Settings().max_sessions + Settings().max_concurrent_runs + 2 <= Settings().uid_count
