@@ -424,6 +424,7 @@ async def test_sessions_keep_state_and_end_for_real_in_the_container(client: Cli
     used = ok(await execute(client, "python", "print(answer())", session_id=session_id))
     assert used["stdout"] == "42\n"
     node = ok(await execute(client, "javascript", "let n = 41;", session_id="new"))
+    assert not node["session_state_lost"], node
     bumped = ok(
         await execute(client, "javascript", "console.log(++n)", session_id=node["session_id"])
     )
