@@ -259,6 +259,20 @@ OPTIONS: tuple[Option, ...] = (
         "runs executing at once; further calls wait",
     ),
     Option(
+        "max_sessions",
+        "SANDBOX_MAX_SESSIONS",
+        16,
+        _positive_int,
+        "sessions open at once (each holds a uid in pool mode); the oldest idle one makes room",
+    ),
+    Option(
+        "session_idle_seconds",
+        "SANDBOX_SESSION_IDLE_SECONDS",
+        3600.0,
+        _positive_float,
+        "a session unused for this long is ended, its processes and files removed",
+    ),
+    Option(
         "network",
         "SANDBOX_NETWORK",
         "off",
@@ -310,6 +324,8 @@ class Settings:
     uid_base: int = 61000
     uid_count: int = 64
     max_concurrent_runs: int = 8
+    max_sessions: int = 16
+    session_idle_seconds: float = 3600.0
     network: str = "off"
     warm: str = "python"
     disable: tuple[str, ...] = ()

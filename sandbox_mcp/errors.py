@@ -30,6 +30,21 @@ class InvalidPath(InvalidRequest):
     """A file sent with the run has a path that would leave the workdir or breaks a rule."""
 
 
+# --- sessions ------------------------------------------------------------------------------
+
+
+class UnknownSession(InvalidRequest):
+    """No session of the caller's has this id (it never existed, or is another caller's)."""
+
+
+class SessionEnded(UnknownSession):
+    """The caller's session has ended: reset, expired after its idle time, or evicted."""
+
+
+class TooManySessions(SandboxError):
+    """Every session the sandbox may hold is busy in a call: none can make room."""
+
+
 # --- the machine ---------------------------------------------------------------------------
 
 

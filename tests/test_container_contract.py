@@ -411,6 +411,47 @@ async def test_concurrent_runs_cannot_reach_each_other(client: Client) -> None:
     assert victim["stdout"].endswith("survived\n")
 
 
+async def test_sessions_keep_state_and_end_for_real_in_the_container(client: Client) -> None:
+    python = ok(
+        await execute(
+            client,
+            "python",
+            "def answer():\n    return 42\nopen('kept.txt', 'w').write('kept')",
+            session_id="new",
+        )
+    )
+    session_id = python["session_id"]
+    used = ok(await execute(client, "python", "print(answer())", session_id=session_id))
+    assert used["stdout"] == "42\n"
+    node = ok(await execute(client, "javascript", "let n = 41;", session_id="new"))
+    assert not node["session_state_lost"], node
+    bumped = ok(
+        await execute(client, "javascript", "console.log(++n)", session_id=node["session_id"])
+    )
+    assert bumped["stdout"] == "42\n", (node, bumped)
+
+    stuck = ok(
+        await execute(
+            client, "python", "while True: pass", session_id=session_id, timeout_seconds=1
+        )
+    )
+    assert (stuck["limit"], stuck["session_state_lost"]) == ("timeout", True)
+    after = ok(
+        await execute(
+            client,
+            "python",
+            "print('answer' in globals(), open('kept.txt').read())",
+            session_id=session_id,
+        )
+    )
+    assert after["stdout"] == "False kept\n"
+
+    ended = await client.call_tool("reset_session", {"session_id": "all"})
+    assert sorted(ended.structured_content["ended"]) == sorted([session_id, node["session_id"]])
+    gone = await execute(client, "python", "print(1)", session_id=session_id)
+    assert gone.is_error
+
+
 async def test_nothing_is_left_after_the_battery(client: Client) -> None:
     for _ in range(50):
         info = (await client.call_tool("server_info", {})).structured_content

@@ -34,7 +34,16 @@ from sandbox_mcp.errors import (
     LauncherError,
     RuntimeUnavailable,
 )
-from sandbox_mcp.sandbox import _libc, files, landlock, packages, posture, warm, workspace
+from sandbox_mcp.sandbox import (
+    _libc,
+    files,
+    landlock,
+    packages,
+    posture,
+    sessions,
+    warm,
+    workspace,
+)
 from sandbox_mcp.sandbox import diagnostics as diagnostics_module
 from sandbox_mcp.sandbox import identity as identities
 from sandbox_mcp.sandbox.diagnostics import Diagnostic
@@ -70,6 +79,9 @@ STANDBY_RUNS = 2
 # How much of each output stream is kept whole, for a result whose output was cut to head
 # and tail (RunResult.stdout_full): the server keeps it readable for a while.
 FULL_OUTPUT_BYTES = 10 * 1024 * 1024
+# What a run's outcome says when its supervisor is gone without a word.
+SUPERVISOR_GONE = "the run's supervisor died without a report"
+SUPERVISOR_SILENT = "the sandbox did not report the end of the run"
 # How many servers with default settings may share a machine (see _free_run_root).
 _DEFAULT_RUN_ROOTS = 16
 
@@ -111,6 +123,10 @@ class RunRequest:
     filename: str | None = None
     timeout_seconds: float | None = None
     files: tuple[InputFile, ...] = ()
+    # None: a fresh sandbox. "new": open a session; else the id of the caller's session
+    # (sessions.py). `owner` is who calls: a session answers only the owner that opened it.
+    session_id: str | None = None
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,6 +162,9 @@ class RunResult:
     files_unlisted: int = 0
     stdout_full: bytes | None = field(default=None, repr=False)
     stderr_full: bytes | None = field(default=None, repr=False)
+    # The session the run belongs to, and whether its interpreter's state was lost in it.
+    session_id: str | None = None
+    session_state_lost: bool = False
 
     @property
     def timed_out(self) -> bool:
@@ -240,6 +259,7 @@ class Sandbox:
         self._prepared = False
         self._root_lock: int | None = None
         self._probing: asyncio.Future[None] | None = None
+        self.sessions = sessions.Sessions(self)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -252,6 +272,7 @@ class Sandbox:
             return
         _make_dumpable(False)
         if self._pool is not None:
+            sessions.check_pool(self.settings, STANDBY_RUNS)
             self._pool.claim()
         try:
             self._prepare_run_root()
@@ -303,6 +324,7 @@ class Sandbox:
         )
         self._template = self._start_template()
         self._refill_standby()
+        self.sessions.start()
         # Reading versions starts a JVM or two and takes seconds: it goes on in the
         # background, and only list_languages waits for it.
         self._probing = asyncio.ensure_future(self._probe_runtimes())
@@ -318,6 +340,7 @@ class Sandbox:
         if self._probing is not None:
             self._probing.cancel()
             self._probing = None
+        await self.sessions.close()
         for task in list(self._standing_up):
             task.cancel()
         await asyncio.gather(*self._standing_up, return_exceptions=True)
@@ -381,8 +404,11 @@ class Sandbox:
         `RuntimeUnavailable` when the language's runtime is missing and `LauncherError` when
         the sandbox machinery failed. A snippet that fails, crashes or hits a limit, or whose
         build fails, is a normal result, not an exception. Cancelling the calling task kills
-        the run.
+        the run. With `request.session_id` the run belongs to a session (sessions.py), which
+        raises `UnknownSession`, `SessionEnded` and `TooManySessions` besides.
         """
+        if request.session_id is not None:
+            return await self.sessions.run(request)
         prepared = self._check(request.language, request.code, request.filename, request)
         timeout = self.settings.clamp_timeout(request.timeout_seconds)
         language, main = prepared.language, prepared.main
@@ -488,10 +514,12 @@ class Sandbox:
         return verdict == "opened", f"{verdict}: {detail}".strip() if verdict else result.stderr
 
     def workdirs_present(self) -> int:
-        """How many workdirs exist under the run root now, besides those of runs on standby."""
+        """How many workdirs exist under the run root now, besides those of runs on standby
+        and of open sessions."""
+        expected = self._standby_ids | self.sessions.workdir_names()
         try:
             names = [entry.name for entry in self.settings.run_root.iterdir()]
-            return sum(1 for name in names if name not in self._standby_ids)
+            return sum(1 for name in names if name not in expected)
         except OSError:
             return 0
 
@@ -765,12 +793,13 @@ class Sandbox:
         )
 
     async def _follow(
-        self, spec: RunSpec, pending: _Pending, uid: int | None
+        self, spec: RunSpec, pending: _Pending, uid: int | None, keep_control: bool = False
     ) -> tuple[RunOutcome, StreamCapture, StreamCapture, Listing]:
         """Follow a run handed over to its supervisor to its end.
 
         The answer does not wait for the supervisor to exit (it removes the workdir after
-        its report): its uid goes back to the pool in the background once it has.
+        its report): its uid goes back to the pool in the background once it has. A
+        session's call (`keep_control`) leaves the supervisor and its uid to the session.
         """
         loop = asyncio.get_running_loop()
         stdout = StreamCapture(self.settings.output_bytes, FULL_OUTPUT_BYTES)
@@ -789,14 +818,15 @@ class Sandbox:
             await asyncio.wait_for(asyncio.gather(*readers), _REPORT_GRACE)
         except TimeoutError:
             logger.error("run %s: the supervisor did not report in time", spec.run_id)
-            outcome = _failed_outcome("the sandbox did not report the end of the run")
+            outcome = _failed_outcome(SUPERVISOR_SILENT)
         except asyncio.CancelledError:
             flood.kill("cancelled")
             raise
         finally:
             for reader in readers:
                 reader.cancel()
-            self._finish_later(pending.control, uid)
+            if not keep_control:
+                self._finish_later(pending.control, uid)
 
         if flood.tripped and outcome.limit in (None, "cancelled"):
             outcome = dataclasses.replace(outcome, limit="output")
@@ -1036,7 +1066,7 @@ async def _await_outcome(
             finally:
                 os.close(fd)
         if not data:
-            return _failed_outcome("the run's supervisor died without a report"), Listing()
+            return _failed_outcome(SUPERVISOR_GONE), Listing()
         message = json.loads(data)
         if message.get("event") == "exited":
             return RunOutcome.from_dict(message["outcome"]), listing

@@ -71,6 +71,11 @@ class RunSpec:
     # Symbolic links the supervisor makes in the fresh workdir: [path in it, target]
     # (matplotlib's font list for Python runs; see packages.py).
     links: list[list[str]] = field(default_factory=list)
+    # Serve a session instead of one run: keep the workdir and take calls on the control
+    # socket until it closes (session_supervisor.py). `session_interpreter` marks the spec a
+    # session's long-lived interpreter is started with.
+    session: bool = False
+    session_interpreter: bool = False
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()
@@ -117,6 +122,9 @@ class RunOutcome:
     peak_processes: int
     error: str | None = None
     build: BuildOutcome | None = None
+    # A session's call whose interpreter was killed (a limit, the deadline) or died: the
+    # interpreter's state is gone, the workdir is not.
+    state_lost: bool = False
 
     @property
     def ran(self) -> bool:

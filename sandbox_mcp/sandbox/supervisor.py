@@ -119,6 +119,11 @@ _stop = _StopRequest()
 
 def supervise(spec: RunSpec, fds: RunFds, control: socket.socket) -> None:
     """Run `spec` to its end and report a `RunOutcome` on `control`. Never raises."""
+    if spec.session:
+        from sandbox_mcp.sandbox import session_supervisor
+
+        session_supervisor.serve(spec, fds, control)
+        return
     _stop.listen()
     watch = _Watch()
     pool_mode = spec.uid is not None
@@ -322,9 +327,10 @@ def _make_workdir(spec: RunSpec) -> None:
     workspace.make_links(spec.workdir, spec.links)
 
 
-def _write_main(spec: RunSpec, payload: int) -> None:
-    # The caller's files, then the main file (workspace.py has the payload's format).
-    workspace.write_payload(spec.workdir, spec.main_file, payload)
+def _write_main(spec: RunSpec, payload: int, replace: bool = False) -> None:
+    # The caller's files, then the main file (workspace.py has the payload's format). A
+    # session's call writes over the main file an earlier call left; never through a link.
+    workspace.write_payload(spec.workdir, spec.main_file, payload, replace_main=replace)
 
 
 def _list_files(spec: RunSpec, watch: _Watch) -> int | None:
@@ -340,12 +346,17 @@ def _list_files(spec: RunSpec, watch: _Watch) -> int | None:
 
 
 def _start(
-    spec: RunSpec, argv: list[str], stdio: tuple[int, int, int], waiting: int | None = None
+    spec: RunSpec,
+    argv: list[str],
+    stdio: tuple[int, int, int],
+    waiting: int | None = None,
+    keep: tuple[int, ...] = (),
 ) -> int:
     """Fork and exec `argv`. Returns its pid once exec has succeeded, or raises.
 
     A warm run runs `argv` in the forked interpreter instead; one on standby (`waiting`, its
-    end of a socket to this supervisor) first waits, confined, for its go.
+    end of a socket to this supervisor) first waits, confined, for its go. `keep` are
+    inheritable descriptors the program keeps under their numbers (a session's driver).
     """
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
     supervisor = os.getpid()
@@ -354,7 +365,7 @@ def _start(
     pid = os.fork()
     if pid == 0:  # the snippet-to-be: set everything up, then exec
         try:
-            kept = (error_write,) if waiting is None else (error_write, waiting)
+            kept = (error_write, *keep) if waiting is None else (error_write, waiting)
             _prepare_child(spec, stdio, supervisor, kept)
             if waiting is not None:
                 warm.run_when_told(waiting, spec.env, error_write)
@@ -413,7 +424,11 @@ def _prepare_child(
         handle.write("1000")
 
     limits = spec.limits
-    _setrlimit(resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1)
+    # A session's interpreter lives through many calls and CPU time adds up over a process's
+    # life: its supervisor sets the soft limit before each call and watches each call's CPU
+    # (session_supervisor.py), so the hard limit cannot be the per-run one.
+    cpu_hard = resource.RLIM_INFINITY if spec.session_interpreter else limits.cpu_seconds + 1
+    _setrlimit(resource.RLIMIT_CPU, limits.cpu_seconds, cpu_hard)
     # A data limit, not an address-space one: V8, the JVM and Go reserve far more address
     # space than they use, and RLIMIT_AS would stop them at startup. Twice the memory limit,
     # because every thread's stack counts at its full reserved size (8 MB by default): the

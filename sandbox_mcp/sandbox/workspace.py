@@ -220,12 +220,13 @@ def pack(code: bytes, files: Sequence[InputFile]) -> bytes:
     )
 
 
-def write_payload(workdir: str, main_file: str, payload: int) -> None:
+def write_payload(workdir: str, main_file: str, payload: int, replace_main: bool = False) -> None:
     """Write the payload's input files, then its main file, into `workdir`.
 
     Runs in the supervisor as the run's uid. Each path is checked again, opened from the
     workdir's descriptor one component at a time with O_NOFOLLOW, directories created as
-    needed; a file that exists is replaced only if it is a regular file.
+    needed; a file that exists is replaced only if it is a regular file. The main file must
+    be new unless `replace_main` (a session's call writes over the one an earlier call left).
     """
     size = os.fstat(payload).st_size
     start = len(PAYLOAD_MAGIC) + 4
@@ -252,7 +253,7 @@ def write_payload(workdir: str, main_file: str, payload: int) -> None:
             *dirs, name = path.split("/")
             with _directory(root, dirs) as parent:
                 _write_file(parent, name, payload, start_at, file_size, replace=True)
-        _write_file(root, main_file, payload, offset, main_size, replace=False)
+        _write_file(root, main_file, payload, offset, main_size, replace=replace_main)
     finally:
         os.close(root)
 

@@ -10,7 +10,7 @@ from mcp.server import MCPServer
 from sandbox_mcp import __version__
 from sandbox_mcp.sandbox import packages
 from sandbox_mcp.sandbox.runner import Sandbox
-from sandbox_mcp.server import resources, tools
+from sandbox_mcp.server import resources, session_tools, tools
 from sandbox_mcp.server.arguments import StrictArguments
 from sandbox_mcp.server.metrics import RunMetrics
 
@@ -40,6 +40,7 @@ def build(sandbox: Sandbox, metrics: RunMetrics | None = None) -> MCPServer:
     outputs = resources.OutputStore()
     tools.register(server, sandbox, metrics if metrics is not None else RunMetrics(), outputs)
     resources.register(server, outputs)
+    session_tools.register(server, sandbox)
     server.middleware.append(StrictArguments(server))
     return server
 
@@ -57,13 +58,17 @@ def instructions(sandbox: Sandbox) -> str:
     curated = packages.curated()
     python_packages = f"Python has {', '.join(curated)} installed. " if curated else ""
     return (
-        "Runs code snippets in isolated, single-use sandboxes. Each execute_code call gets a "
-        "fresh working directory holding only its code and the files it sends, and a non-root "
-        "user; nothing persists between calls. Write files only in the current directory: "
-        "the files a run creates there are listed in the answer, images (a matplotlib "
-        "plt.show() or savefig) shown as images and small text files given as text. "
-        f"{python_packages}In shell code write errors with >&2, not > /dev/stderr, which the "
-        "sandbox refuses. "
+        "Runs code snippets in isolated sandboxes. Without session_id each execute_code call "
+        "gets a fresh working directory holding only its code and the files it sends, and a "
+        'non-root user; nothing persists between calls. With session_id "new" a call opens '
+        "a session, and later calls with the session_id it returns keep its files and, for "
+        "Python and JavaScript, its variables, functions and imports; a timeout or limit "
+        "loses that state but not the files; reset_session ends it, and it ends by itself "
+        f"after {settings.session_idle_seconds:g} s unused. "
+        "Write files only in the current directory: the files a run creates there are listed "
+        "in the answer, images (a matplotlib plt.show() or savefig) shown as images and small "
+        f"text files given as text. {python_packages}In shell code write errors with >&2, not "
+        "> /dev/stderr, which the sandbox refuses. "
         f"Limits per run: {settings.timeout:g} s wall clock by default (at most "
         f"{settings.max_timeout:g} s), {settings.memory_mb} MB of memory, "
         f"{settings.cpu_seconds} s of CPU, {settings.max_processes} processes, "

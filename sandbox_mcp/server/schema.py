@@ -109,6 +109,16 @@ class ExecutionResult(BaseModel):
     stderr_uri: str | None = Field(
         default=None, description="The same for stderr, when it was shortened."
     )
+    session_id: str | None = Field(
+        default=None,
+        description="The session this run belongs to (pass it to continue); null for a "
+        "fresh, single-use sandbox.",
+    )
+    session_state_lost: bool = Field(
+        default=False,
+        description="The session's interpreter was stopped by a limit or the deadline: its "
+        "variables are gone, its files are not.",
+    )
 
 
 class DiagnosticInfo(BaseModel):
@@ -207,6 +217,11 @@ class ServerInfo(BaseModel):
     )
     runs_on_standby: int = Field(
         description="Warm runs started ahead of their calls, each with a uid and a workdir."
+    )
+    sessions_open: int = Field(
+        default=0,
+        description="Sessions open now, each with a workdir (and in pool mode a uid) of its "
+        "own; their workdirs are not counted in workdirs_present.",
     )
     warm_languages: list[str] = Field(
         description="Languages whose runs fork an interpreter started in advance (SANDBOX_WARM)."

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ResourceLink, TextContent, ToolAnnotations
 from pydantic import Field
@@ -21,6 +22,7 @@ from sandbox_mcp.sandbox import packages, workspace
 from sandbox_mcp.sandbox.languages import LANGUAGES
 from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox, ValidationResult
 from sandbox_mcp.server import files as run_files
+from sandbox_mcp.server.callers import NO_KEY, caller_key
 from sandbox_mcp.server.metrics import RunMetrics
 from sandbox_mcp.server.resources import OutputStore, output_uri
 from sandbox_mcp.server.schema import (
@@ -110,15 +112,28 @@ def register(
                 f"{workspace.MAX_INPUT_FILES} files, {settings.max_files_bytes} bytes in all."
             ),
         ] = [],  # noqa: B006 - as args
+        session_id: Annotated[
+            str | None,
+            Field(
+                description='Leave out for a fresh sandbox. "new" opens a session; pass the '
+                "session_id it returns to run the next call in the same session."
+            ),
+        ] = None,
+        ctx: Context = None,  # type: ignore[assignment] # the SDK fills it in
     ) -> Annotated[CallToolResult, ExecutionResult]:
-        """Run a code snippet in a fresh, isolated sandbox and return its output.
+        """Run a code snippet in an isolated sandbox and return its output.
 
-        Each call starts from nothing: a new working directory (the current directory, also
-        $HOME) holding only the code and the `files` you send, a non-root user, no state from
-        earlier calls. Write files only there. Files the run creates or changes there are
-        listed in `files` (not those under .tmp/, which is $TMPDIR, nor build products):
-        images (PNG, JPEG, GIF, WEBP up to 1 MB) come back as images, small text files
-        (up to 8 KB) and SVG as text, others by name and size only. Python has numpy,
+        Without session_id each call starts from nothing: a new working directory (the
+        current directory, also $HOME) holding only the code and the `files` you send, a
+        non-root user, no state from earlier calls. Write files only there. With session_id
+        "new" the call opens a session and the answer gives its session_id; later calls with
+        that id (same language) find the files it wrote, and for Python and JavaScript its
+        variables, functions and imports, like notebook cells. A timeout or limit in a
+        session loses the interpreter's state (session_state_lost) but keeps the files.
+        Sessions end with reset_session or after a while unused. Files a run creates or
+        changes are listed in `files` (not those under .tmp/, which is $TMPDIR, nor build
+        products): images (PNG, JPEG, GIF, WEBP up to 1 MB) come back as images, small text
+        files (up to 8 KB) and SVG as text, others by name and size only. Python has numpy,
         pandas, matplotlib, scipy, sympy, pillow and tabulate (list_languages has the
         versions); nothing else can be installed. matplotlib draws headless: plt.show()
         saves each figure as figure_N.png, which comes back as an image, as does savefig.
@@ -135,6 +150,9 @@ def register(
         or output limits; `limit` then says which. A program that fails or exits non-zero is
         a normal result (see exit_code and stderr), not an error.
         """
+        owner = caller_key(ctx)
+        if owner is None and session_id is not None:
+            raise ToolError(NO_KEY)
         try:
             request = RunRequest(
                 language=language,
@@ -146,6 +164,8 @@ def register(
                 files=tuple(
                     workspace.decode_input(item.path, item.content, item.encoding) for item in files
                 ),
+                session_id=session_id,
+                owner=owner or "",
             )
             result = await sandbox.run(request)
         except SandboxError as exc:
@@ -349,6 +369,8 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
             "max_code_bytes": settings.max_code_bytes,
             "max_files_bytes": settings.max_files_bytes,
             "max_concurrent_runs": settings.max_concurrent_runs,
+            "max_sessions": settings.max_sessions,
+            "session_idle_seconds": settings.session_idle_seconds,
         },
         root_filesystem_read_only=posture.root_read_only,
         run_root=str(settings.run_root),
@@ -374,6 +396,7 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
         ),
         workdirs_present=workdirs,
         runs_on_standby=sandbox.standby_ready,
+        sessions_open=sandbox.sessions.count(),
         warm_languages=["python"] if sandbox.warm_pid is not None else [],
         notes=notes,
     )
@@ -418,6 +441,8 @@ def _structured(result: RunResult) -> ExecutionResult:
         notes=list(result.notes),
         files=run_files.file_infos(result),
         files_unlisted=result.files_unlisted,
+        session_id=result.session_id,
+        session_state_lost=result.session_state_lost,
     )
 
 
@@ -452,7 +477,8 @@ def summary(result: RunResult) -> str:
         parts.append(f"build {compiled.duration_ms:.0f} ms")
     parts.append(f"{result.duration_ms:.0f} ms")
     parts.append(f"{result.peak_memory_bytes / 1e6:.1f} MB")
-    lines = [f"[{result.language} run {result.run_id}] " + ", ".join(parts)]
+    where = f" in session {result.session_id}" if result.session_id else ""
+    lines = [f"[{result.language} run {result.run_id}{where}] " + ", ".join(parts)]
 
     if compiled is not None and (compiled.stderr.strip() or not compiled.succeeded):
         lines += ["--- compiler ---", (compiled.stderr or compiled.stdout).rstrip("\n")]

@@ -43,7 +43,13 @@ def all_schemas_declare_items(schema: object) -> bool:
 async def test_tools_are_listed_with_schemas_and_truthful_annotations(client: Client) -> None:
     tools = {tool.name: tool for tool in (await client.list_tools()).tools}
 
-    assert set(tools) == {"execute_code", "validate_code", "list_languages", "server_info"}
+    assert set(tools) == {
+        "execute_code",
+        "validate_code",
+        "list_languages",
+        "server_info",
+        "reset_session",
+    }
     execute = tools["execute_code"]
     assert execute.input_schema["required"] == ["language", "code"]
     assert all_schemas_declare_items(execute.input_schema)

@@ -1,0 +1,38 @@
+"""Who is calling: the key that sessions belong to.
+
+Over stdio there is one client, so one key. Over HTTP each MCP session (the `Mcp-Session-Id`
+header the server hands out at initialisation) is a caller of its own, so that two clients of
+one server never reach each other's sessions; an HTTP request without one (a stateless
+transport) has no key, and gets no sessions, since every such caller would share one. An
+authenticated transport should add the token's subject here; this is the one place that
+decides.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp.server.mcpserver import Context
+
+STDIO = "stdio"
+
+
+NO_KEY = (
+    "sessions need to know who calls: over HTTP, an MCP session (the Mcp-Session-Id header); "
+    "this request has none. Leave session_id out for a fresh sandbox"
+)
+
+
+def caller_key(ctx: Context[Any, Any] | None) -> str | None:
+    """The owner key of whoever sent the current request; None when it cannot be told."""
+    if ctx is None:
+        return STDIO
+    try:
+        request = ctx.request_context.request
+    except ValueError:  # outside a request: the stdio client's own call path
+        return STDIO
+    if request is None:  # stdio carries no HTTP request
+        return STDIO
+    headers = getattr(request, "headers", None)
+    session = headers.get("mcp-session-id") if headers is not None else None
+    return f"http:{session}" if session else None

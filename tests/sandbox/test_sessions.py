@@ -1,0 +1,417 @@
+"""Sessions in the core, against real processes and runtimes: what persists, what is lost,
+who may reach a session, and how sessions end."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sandbox_mcp.config import Settings
+from sandbox_mcp.errors import InvalidRequest, SessionEnded, UnknownSession
+from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox
+from tests.support import IS_ROOT, process_exists, uid_base
+
+pytestmark = pytest.mark.anyio
+
+BASE = Settings(timeout=10, max_timeout=10, cpu_seconds=20, uid_base=uid_base(2))
+
+
+@pytest.fixture
+async def sandbox(run_root: Path) -> AsyncIterator[Sandbox]:
+    box = Sandbox(replace(BASE, run_root=run_root))
+    await box.start()
+    yield box
+    await box.close()
+
+
+async def run(
+    box: Sandbox, language: str, code: str, session: str | None = "new", **kwargs: object
+) -> RunResult:
+    request = RunRequest(language=language, code=code, session_id=session, **kwargs)  # type: ignore[arg-type]
+    return await box.run(request)
+
+
+async def gone(path: Path, patience: float = 10.0) -> bool:
+    for _ in range(int(patience / 0.05)):
+        if not path.exists():
+            return True
+        await asyncio.sleep(0.05)
+    return not path.exists()
+
+
+# --- what persists -----------------------------------------------------------------------------
+
+
+async def test_python_variables_functions_imports_and_files_persist(sandbox: Sandbox) -> None:
+    first = await run(
+        sandbox,
+        "python",
+        "import json\ncount = 41\ndef bump():\n    global count\n    count += 1\n    return count\n"
+        "open('state.txt', 'w').write('kept')\nprint('defined')",
+    )
+    assert (first.exit_code, first.stdout) == (0, "defined\n")
+    assert first.session_id and len(first.session_id) >= 22
+
+    second = await run(
+        sandbox,
+        "python",
+        "print(bump(), json.dumps([1]), open('state.txt').read(), input())",
+        first.session_id,
+        stdin="from stdin\n",
+    )
+    assert second.stdout == "42 [1] kept from stdin\n"
+    assert second.session_id == first.session_id
+    assert not second.session_state_lost
+
+
+async def test_python_exceptions_and_exit_end_the_call_not_the_session(sandbox: Sandbox) -> None:
+    first = await run(sandbox, "python", "value = 7\nraise ValueError('boom')")
+    assert first.exit_code == 1
+    assert "Traceback" in first.stderr and "ValueError: boom" in first.stderr
+    assert 'main.py", line 2' in first.stderr
+
+    exited = await run(sandbox, "python", "import sys\nprint(value)\nsys.exit(3)", first.session_id)
+    assert (exited.exit_code, exited.stdout) == (3, "7\n")
+    after = await run(sandbox, "python", "print(value + 1)", first.session_id)
+    assert (after.exit_code, after.stdout, after.session_state_lost) == (0, "8\n", False)
+
+
+async def test_javascript_declarations_persist_and_calls_wait_for_their_callbacks(
+    sandbox: Sandbox,
+) -> None:
+    first = await run(
+        sandbox,
+        "javascript",
+        "const fs = require('fs');\nlet total = 1;\nfunction double(x) { return 2 * x; }\n"
+        "fs.writeFileSync('note.txt', 'kept');\n"
+        "setTimeout(() => console.log('timer of the first call'), 50);\nconsole.log('defined');",
+    )
+    assert (first.exit_code, first.stdout) == (0, "defined\ntimer of the first call\n")
+
+    second = await run(
+        sandbox,
+        "javascript",
+        "total = double(total + 20);\n"
+        "console.log(total, fs.readFileSync('note.txt', 'utf8'), fs.readFileSync(0, 'utf8'));",
+        first.session_id,
+        stdin="in",
+    )
+    assert (second.exit_code, second.stdout) == (0, "42 kept in\n")
+
+    awaited = await run(
+        sandbox,
+        "javascript",
+        "const later = await new Promise((done) => setTimeout(() => done(total), 20));\n"
+        "console.log('awaited', later); process.exitCode = 4;",
+        first.session_id,
+    )
+    assert (awaited.exit_code, awaited.stdout) == (4, "awaited 42\n")
+
+    exited = await run(
+        sandbox, "javascript", "process.exit(5); console.log('not')", first.session_id
+    )
+    assert (exited.exit_code, exited.stdout, exited.session_state_lost) == (5, "", False)
+    failed = await run(sandbox, "javascript", "null.x", first.session_id)
+    assert failed.exit_code == 1 and "TypeError" in failed.stderr
+    still = await run(sandbox, "javascript", "console.log(double(total))", first.session_id)
+    assert still.stdout == "84\n"
+
+
+FILE_ROUND_TRIPS = {
+    "python": ("open('f.txt', 'w').write('across')", "print(open('f.txt').read())"),
+    "javascript": (
+        "require('fs').writeFileSync('f.txt', 'across')",
+        "console.log(require('fs').readFileSync('f.txt', 'utf8'))",
+    ),
+    "bash": ("printf across > f.txt", "cat f.txt; echo"),
+    "c": (
+        '#include <stdio.h>\nint main(void) { FILE *f = fopen("f.txt", "w");'
+        ' fputs("across", f); return fclose(f); }',
+        '#include <stdio.h>\nint main(void) { char b[16] = {0}; FILE *f = fopen("f.txt", "r");'
+        " fgets(b, sizeof b, f); puts(b); return 0; }",
+    ),
+    "java": (
+        "public class Main { public static void main(String[] a) throws Exception {"
+        ' java.nio.file.Files.writeString(java.nio.file.Path.of("f.txt"), "across"); } }',
+        "public class Main { public static void main(String[] a) throws Exception {"
+        ' System.out.println(java.nio.file.Files.readString(java.nio.file.Path.of("f.txt"))); } }',
+    ),
+}
+
+
+@pytest.mark.parametrize("language", sorted(FILE_ROUND_TRIPS))
+async def test_files_persist_between_calls(sandbox: Sandbox, language: str) -> None:
+    write, read = FILE_ROUND_TRIPS[language]
+    first = await run(sandbox, language, write, timeout_seconds=10)
+    assert first.exit_code == 0, first.stderr or (first.compile and first.compile.stderr)
+    second = await run(sandbox, language, read, first.session_id, timeout_seconds=10)
+    assert (second.exit_code, second.stdout) == (0, "across\n")
+
+
+async def test_processes_a_call_starts_do_not_outlive_it(sandbox: Sandbox) -> None:
+    first = await run(
+        sandbox,
+        "python",
+        "import subprocess\nchild = subprocess.Popen(['sleep', '100'])\nprint(child.pid)",
+    )
+    pid = int(first.stdout)
+    await asyncio.sleep(0.2)
+    assert not process_exists(pid)
+    second = await run(sandbox, "python", "print(child.poll() is not None)", first.session_id)
+    assert second.stdout == "True\n"
+
+
+# --- what is lost ------------------------------------------------------------------------------
+
+
+async def test_timeout_kills_only_the_interpreter_and_the_next_call_starts_afresh(
+    sandbox: Sandbox,
+) -> None:
+    session = await run(sandbox, "python", "x = 1\nopen('kept.txt', 'w').write('files stay')")
+    other = await run(sandbox, "python", "y = 2")
+
+    stuck = await run(sandbox, "python", "while True: pass", session.session_id, timeout_seconds=1)
+    assert stuck.limit == "timeout"
+    assert stuck.session_state_lost
+    assert any("state" in note and "lost" in note for note in stuck.notes)
+
+    after = await run(
+        sandbox, "python", "print('x' in globals(), open('kept.txt').read())", session.session_id
+    )
+    assert (after.exit_code, after.stdout, after.session_state_lost) == (
+        0,
+        "False files stay\n",
+        False,
+    )
+    untouched = await run(sandbox, "python", "print(y)", other.session_id)
+    assert untouched.stdout == "2\n"
+
+
+async def test_the_cpu_limit_counts_each_call_apart(run_root: Path) -> None:
+    box = Sandbox(replace(BASE, run_root=run_root, cpu_seconds=1))
+    await box.start()
+    try:
+        burn = "import time\nend = time.process_time() + 0.7\nwhile time.process_time() < end: pass"
+        first = await run(box, "python", "kept = 1\n" + burn)
+        second = await run(box, "python", burn, first.session_id)
+        assert (first.exit_code, second.exit_code, second.limit) == (0, 0, None)
+
+        spin = await run(box, "python", "while True: pass", first.session_id)
+        assert spin.limit == "cpu"
+        assert spin.session_state_lost
+        again = await run(box, "python", "print('kept' in globals())", first.session_id)
+        assert again.stdout == "False\n"
+    finally:
+        await box.close()
+
+
+# --- how sessions end --------------------------------------------------------------------------
+
+
+async def test_reset_removes_state_files_and_the_id(sandbox: Sandbox) -> None:
+    first = await run(sandbox, "python", "import os\nopen('f', 'w').write('x')\nprint(os.getcwd())")
+    workdir = Path(first.stdout.strip())
+    assert workdir.parent == sandbox.settings.run_root
+
+    ended = await sandbox.sessions.reset("", first.session_id)
+    assert ended == [first.session_id]
+    assert await gone(workdir)
+    with pytest.raises(SessionEnded, match="reset"):
+        await run(sandbox, "python", "print(1)", first.session_id)
+
+
+async def test_reset_by_language_and_all_touch_only_the_callers_sessions(sandbox: Sandbox) -> None:
+    python = await run(sandbox, "python", "a = 1", owner="me")
+    javascript = await run(sandbox, "javascript", "var a = 1", owner="me")
+    theirs = await run(sandbox, "python", "a = 2", owner="them")
+
+    assert await sandbox.sessions.reset("me", language="py") == [python.session_id]
+    assert await sandbox.sessions.reset("me", "all") == [javascript.session_id]
+    kept = await run(sandbox, "python", "print(a)", theirs.session_id, owner="them")
+    assert kept.stdout == "2\n"
+
+
+async def test_an_idle_session_expires(run_root: Path) -> None:
+    box = Sandbox(replace(BASE, run_root=run_root, session_idle_seconds=0.5))
+    await box.start()
+    try:
+        first = await run(box, "bash", "pwd; touch f")
+        workdir = Path(first.stdout.strip())
+        assert await gone(workdir)
+        assert box.sessions.count() == 0
+        with pytest.raises(SessionEnded, match=r"unused for more than 0\.5 s"):
+            await run(box, "bash", "ls", first.session_id)
+    finally:
+        await box.close()
+
+
+async def test_the_least_recently_used_session_makes_room(run_root: Path) -> None:
+    box = Sandbox(replace(BASE, run_root=run_root, max_sessions=2))
+    await box.start()
+    try:
+        oldest = await run(box, "python", "a = 1")
+        newer = await run(box, "python", "b = 2")
+        await run(box, "python", "print(a)", oldest.session_id)  # now newer is the idlest
+        third = await run(box, "python", "c = 3")
+
+        assert any("your session" in note and "make room" in note for note in third.notes)
+        assert box.sessions.count() == 2
+        with pytest.raises(SessionEnded, match="evicted"):
+            await run(box, "python", "print(b)", newer.session_id)
+        assert (await run(box, "python", "print(a)", oldest.session_id)).stdout == "1\n"
+        foreign = await run(box, "python", "d = 4", owner="someone else")
+        assert any("another caller's session" in note for note in foreign.notes)
+    finally:
+        await box.close()
+
+
+# --- who may reach a session -------------------------------------------------------------------
+
+
+async def test_a_foreign_id_is_answered_as_an_unknown_one(sandbox: Sandbox) -> None:
+    mine = await run(sandbox, "python", "secret = 1", owner="alice")
+    assert mine.session_id is not None
+
+    with pytest.raises(UnknownSession) as foreign:
+        await run(sandbox, "python", "print(secret)", mine.session_id, owner="mallory")
+    with pytest.raises(UnknownSession) as unknown:
+        await run(sandbox, "python", "print(1)", "no-such-session", owner="mallory")
+    assert str(foreign.value).replace(mine.session_id, "ID") == str(unknown.value).replace(
+        "no-such-session", "ID"
+    )
+    assert type(foreign.value) is type(unknown.value)
+    with pytest.raises(UnknownSession):
+        await sandbox.sessions.reset("mallory", mine.session_id)
+    with pytest.raises(UnknownSession):
+        await sandbox.sessions.read_file("mallory", mine.session_id, "main.py")
+    assert await sandbox.sessions.reset("mallory", "all") == []
+
+
+async def test_a_session_keeps_its_language(sandbox: Sandbox) -> None:
+    first = await run(sandbox, "python", "a = 1")
+    with pytest.raises(InvalidRequest, match="runs python"):
+        await run(sandbox, "bash", "echo", first.session_id)
+
+
+@pytest.mark.parametrize("attacker_session", ["new", None], ids=["session", "fresh-run"])
+async def test_a_session_cannot_be_read_or_signalled_from_another_run(
+    sandbox: Sandbox, attacker_session: str | None
+) -> None:
+    victim = await run(
+        sandbox,
+        "python",
+        "import os\nopen('secret.txt', 'w').write('s3cr3t')\n"
+        "print(os.getcwd(), os.getuid(), os.getpid())",
+    )
+    workdir, victim_uid, victim_pid = victim.stdout.split()
+    attacker = await run(
+        sandbox,
+        "python",
+        "import os, sys\n"
+        f"for attempt in (lambda: open({workdir!r} + '/secret.txt').read(),"
+        f" lambda: os.listdir({workdir!r}), lambda: os.kill({victim_pid}, 9)):\n"
+        "    try:\n        print('got', attempt())\n"
+        "    except OSError as e:\n        print('refused', type(e).__name__)\n"
+        "print(os.getuid())",
+        attacker_session,
+    )
+    lines = attacker.stdout.splitlines()
+    assert lines[:3] == ["refused PermissionError"] * 2 + [lines[2]], attacker.stdout
+    if IS_ROOT or sandbox.landlock_abi >= 6:
+        # Shared mode: signals between runs of one uid are scoped by Landlock ABI 6 only.
+        assert lines[2].startswith("refused")
+    if IS_ROOT:
+        assert lines[3] != victim_uid
+    after = await run(sandbox, "python", "print(open('secret.txt').read())", victim.session_id)
+    assert (after.stdout, after.session_state_lost) == ("s3cr3t\n", False)
+
+
+async def test_session_files_are_read_by_relative_path_only(sandbox: Sandbox) -> None:
+    first = await run(
+        sandbox,
+        "python",
+        "import os\nos.makedirs('out/deep')\nopen('out/deep/r.txt', 'w').write('result')\n"
+        "os.symlink('/etc/passwd', 'link')\nos.mkfifo('fifo')",
+    )
+    assert first.exit_code == 0, first.stderr
+    read = sandbox.sessions.read_file
+    assert await read("", first.session_id, "out/deep/r.txt") == b"result"
+    for bad in ("../x", "/etc/passwd", "link", "fifo", "out", "missing", "out/../link"):
+        with pytest.raises(InvalidRequest):
+            await read("", first.session_id, bad)
+
+
+async def test_sessions_leave_nothing_behind_when_the_sandbox_closes(run_root: Path) -> None:
+    box = Sandbox(replace(BASE, run_root=run_root))
+    await box.start()
+    first = await run(box, "javascript", "console.log(process.pid)")
+    await box.close()
+    assert not process_exists(int(first.stdout))
+    assert not run_root.exists()  # empty, so the sandbox removed it
+
+
+def test_the_uid_pool_must_leave_room_for_runs(run_root: Path) -> None:
+    if not IS_ROOT:
+        pytest.skip("pool mode only: in shared mode sessions hold no uids")
+    box = Sandbox(replace(BASE, run_root=run_root, uid_count=20, max_sessions=16))
+    with pytest.raises(Exception, match="SANDBOX_UID_COUNT 20 is too small"):
+        box.prepare()
+
+
+async def test_an_output_flood_or_a_memory_bomb_loses_the_state_but_not_the_files(
+    run_root: Path,
+) -> None:
+    box = Sandbox(replace(BASE, run_root=run_root, max_output_bytes=1_000_000, memory_mb=200))
+    await box.start()
+    try:
+        python = await run(box, "python", "kept = 1\nopen('f', 'w').write('x')")
+        flood = await run(box, "python", "while True: print('y' * 1000)", python.session_id)
+        assert (flood.limit, flood.session_state_lost) == ("output", True)
+        after = await run(
+            box, "python", "print('kept' in globals(), open('f').read())", python.session_id
+        )
+        assert (after.stdout, after.session_state_lost) == ("False x\n", False)
+
+        node = await run(box, "javascript", "var kept = 1; require('fs').writeFileSync('f', 'x')")
+        bomb = await run(
+            box,
+            "javascript",
+            "const a = []; while (true) a.push(new Array(1e6).fill(1))",
+            node.session_id,
+        )
+        assert (bomb.limit, bomb.session_state_lost) == ("memory", True)
+        after = await run(
+            box,
+            "javascript",
+            "console.log(typeof kept, require('fs').readFileSync('f', 'utf8'))",
+            node.session_id,
+        )
+        assert (after.stdout, after.session_state_lost) == ("undefined x\n", False)
+    finally:
+        await box.close()
+
+
+async def test_a_reply_forged_by_the_code_ends_only_that_call(sandbox: Sandbox) -> None:
+    # The driver's reply descriptor is its last argument.
+    forge = (
+        "import os\nreplies = int(open('/proc/self/cmdline').read().split('\\0')[-2])\n"
+        "open('f', 'w')\nos.write(replies, b'x' * 10000)\nimport time\ntime.sleep(5)"
+    )
+    first = await run(sandbox, "python", forge)
+    assert first.session_state_lost
+    assert first.exit_code is None
+    second = await run(sandbox, "python", "import os\nprint(os.path.exists('f'))", first.session_id)
+    assert (second.exit_code, second.stdout) == (0, "True\n")
+
+
+async def test_each_call_gets_its_own_arguments(sandbox: Sandbox) -> None:
+    python = await run(sandbox, "python", "import sys\nprint(sys.argv)", args=("a", "b c"))
+    assert python.stdout == "['main.py', 'a', 'b c']\n"
+    again = await run(sandbox, "python", "print(sys.argv)", python.session_id, args=("d",))
+    assert again.stdout == "['main.py', 'd']\n"
+    node = await run(sandbox, "javascript", "console.log(process.argv.slice(2))", args=("x",))
+    assert node.stdout == "[ 'x' ]\n"

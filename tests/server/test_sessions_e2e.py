@@ -1,0 +1,166 @@
+"""Sessions end to end: `sandbox-mcp` as a subprocess, driven by the official SDK client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+from mcp.types import TextResourceContents
+
+from sandbox_mcp.config import Settings
+from sandbox_mcp.server.callers import STDIO, caller_key
+from tests.support import IS_ROOT, NOBODY, server_params
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def client(run_root: Path) -> AsyncIterator[Client]:
+    async with Client(server_params(run_root)) as connected:
+        yield connected
+
+
+async def execute(client: Client, **arguments: Any) -> Any:
+    return await client.call_tool("execute_code", arguments)
+
+
+async def test_define_use_reset_then_the_state_is_gone(client: Client) -> None:
+    defined = await execute(
+        client,
+        language="python",
+        code="def greet(name):\n    return f'hello {name}'\nopen('out.txt', 'w').write('made')",
+        session_id="new",
+    )
+    assert not defined.is_error
+    session_id = defined.structured_content["session_id"]
+    assert session_id and session_id in defined.content[0].text
+    assert defined.structured_content["session_state_lost"] is False
+
+    used = await execute(
+        client, language="python", code="print(greet('agent'))", session_id=session_id
+    )
+    assert used.structured_content["stdout"] == "hello agent\n"
+    assert used.structured_content["session_id"] == session_id
+
+    contents = (
+        await client.read_resource(f"sandbox://sessions/{session_id}/files/out.txt")
+    ).contents
+    assert isinstance(contents[0], TextResourceContents)
+    assert contents[0].text == "made"
+
+    reset = await client.call_tool("reset_session", {"session_id": session_id})
+    assert not reset.is_error
+    assert reset.structured_content["ended"] == [session_id]
+
+    gone = await execute(client, language="python", code="print(greet('x'))", session_id=session_id)
+    assert gone.is_error
+    assert "has ended: it was reset" in gone.content[0].text
+    assert '"new"' in gone.content[0].text
+
+
+async def test_runs_without_a_session_stay_fresh(client: Client) -> None:
+    first = await execute(client, language="python", code="x = 1\nopen('f', 'w').write('1')")
+    second = await execute(
+        client, language="python", code="import os\nprint('x' in globals(), os.path.exists('f'))"
+    )
+    assert first.structured_content["session_id"] is None
+    assert second.structured_content["stdout"] == "False False\n"
+
+
+async def test_javascript_session_and_reset_by_language(client: Client) -> None:
+    first = await execute(client, language="js", code="let n = 20;", session_id="new")
+    session_id = first.structured_content["session_id"]
+    second = await execute(
+        client, language="javascript", code="n += 22; console.log(n)", session_id=session_id
+    )
+    assert second.structured_content["stdout"] == "42\n"
+
+    reset = await client.call_tool("reset_session", {"language": "javascript"})
+    assert reset.structured_content["ended"] == [session_id]
+    again = await execute(
+        client, language="javascript", code="console.log(n)", session_id=session_id
+    )
+    assert again.is_error
+
+
+async def test_an_unknown_id_and_a_timeout_in_a_session(client: Client) -> None:
+    unknown = await execute(client, language="python", code="1", session_id="made-up")
+    assert unknown.is_error
+    assert "unknown session_id 'made-up'" in unknown.content[0].text
+
+    opened = await execute(client, language="python", code="keep = 1", session_id="new")
+    session_id = opened.structured_content["session_id"]
+    stuck = await execute(
+        client,
+        language="python",
+        code="while True: pass",
+        session_id=session_id,
+        timeout_seconds=1,
+    )
+    assert stuck.structured_content["timed_out"] is True
+    assert stuck.structured_content["session_state_lost"] is True
+    assert "state" in stuck.content[0].text and "lost" in stuck.content[0].text
+    after = await execute(
+        client, language="python", code="print('keep' in globals())", session_id=session_id
+    )
+    assert after.structured_content["stdout"] == "False\n"
+
+    refused = await client.call_tool("reset_session", {})
+    assert refused.is_error
+
+
+async def test_a_resource_path_cannot_leave_the_session(client: Client) -> None:
+    opened = await execute(
+        client,
+        language="bash",
+        code="mkdir -p a/b && echo deep > a/b/c.txt && ln -s /etc/passwd l",
+        session_id="new",
+    )
+    session_id = opened.structured_content["session_id"]
+    deep = await client.read_resource(f"sandbox://sessions/{session_id}/files/a/b/c.txt")
+    assert deep.contents[0].text == "deep\n"
+    for bad, why in (
+        ("l", "a symbolic link"),
+        ("a/../l", "not a relative path"),
+        ("a", "not a regular file"),
+        ("missing", "No such file"),
+    ):
+        with pytest.raises(MCPError, match=why):
+            await client.read_resource(f"sandbox://sessions/{session_id}/files/{bad}")
+    with pytest.raises(MCPError, match="Unknown resource"):  # the SDK refuses it first
+        await client.read_resource(f"sandbox://sessions/{session_id}/files/%2Fetc%2Fpasswd")
+    with pytest.raises(MCPError, match="unknown session_id"):
+        await client.read_resource("sandbox://sessions/someone-elses/files/a/b/c.txt")
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="starting the server as another user needs root")
+async def test_sessions_work_in_shared_mode_under_the_container_contract(run_root: Path) -> None:
+    async with Client(server_params(run_root, *NOBODY)) as client:
+        first = await execute(client, language="python", code="v = 5", session_id="new")
+        session_id = first.structured_content["session_id"]
+        second = await execute(
+            client, language="python", code="print(v * 2)", session_id=session_id
+        )
+        assert second.structured_content["stdout"] == "10\n"
+
+
+def test_the_caller_key_is_the_http_session_when_there_is_one() -> None:
+    class Request:
+        def __init__(self) -> None:
+            self.headers = {"mcp-session-id": "abc"}
+
+    class RequestContext:
+        request = Request()
+
+    class Ctx:
+        request_context = RequestContext()
+
+    assert caller_key(Ctx()) == "http:abc"  # type: ignore[arg-type]
+    Ctx.request_context.request.headers = {}
+    assert caller_key(Ctx()) is None  # type: ignore[arg-type] # no key: no sessions
+    assert caller_key(None) == STDIO
+    assert Settings().max_sessions + Settings().max_concurrent_runs + 2 <= Settings().uid_count
