@@ -164,3 +164,35 @@ def test_the_caller_key_is_the_http_session_when_there_is_one() -> None:
     assert caller_key(Ctx()) is None  # type: ignore[arg-type] # no key: no sessions
     assert caller_key(None) == STDIO
     assert Settings().max_sessions + Settings().max_concurrent_runs + 2 <= Settings().uid_count
+
+
+async def test_files_sent_to_a_session_and_a_plot_made_in_it_come_back(client: Client) -> None:
+    opened = await execute(
+        client,
+        language="python",
+        code="import helper\nrows = helper.rows()\nopen('data.csv', 'w').write(rows)",
+        files=[{"path": "helper.py", "content": "def rows():\n    return 'x,y\\n1,2\\n2,4\\n'\n"}],
+        session_id="new",
+    )
+    session_id = opened.structured_content["session_id"]
+    assert [item["path"] for item in opened.structured_content["files"]] == ["data.csv"]
+
+    plotted = await execute(
+        client,
+        language="python",
+        code=(
+            "import matplotlib.pyplot as plt\n"
+            "import pandas as pd\n"
+            "frame = pd.read_csv('data.csv')\n"
+            "plt.plot(frame.x, frame.y)\n"
+            "plt.show()\n"
+            "print(len(rows))"
+        ),
+        session_id=session_id,
+    )
+
+    assert plotted.structured_content["stdout"] == "12\n", plotted.structured_content
+    # Only this call's file: data.csv and helper.py came from the first.
+    assert [item["path"] for item in plotted.structured_content["files"]] == ["figure_1.png"]
+    assert any(block.type == "image" for block in plotted.content)
+    await client.call_tool("reset_session", {"session_id": session_id})
