@@ -7,10 +7,13 @@ which string annotations could not see.
 
 import importlib.metadata
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
+import anyio
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
@@ -18,6 +21,7 @@ from pydantic import Field
 from sandbox_mcp import __version__
 from sandbox_mcp.errors import SandboxError
 from sandbox_mcp.sandbox.languages import LANGUAGES
+from sandbox_mcp.sandbox.progress import RunProgress
 from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox, ValidationResult
 from sandbox_mcp.server.schema import (
     CompileInfo,
@@ -31,6 +35,10 @@ from sandbox_mcp.server.schema import (
 )
 
 _Tool = TypeVar("_Tool", bound=Callable[..., Any])
+
+logger = logging.getLogger(__name__)
+# How often a call in flight reports its progress, when the client asked for it.
+PROGRESS_INTERVAL = 1.0
 
 _LANGUAGE_IDS = ", ".join(language.id for language in LANGUAGES)
 
@@ -90,6 +98,7 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
                 ),
             ),
         ] = None,
+        ctx: Context | None = None,
     ) -> Annotated[CallToolResult, ExecutionResult]:
         """Run a code snippet in a fresh, isolated sandbox and return its output.
 
@@ -101,7 +110,9 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
         unless the code declares main. JavaScript is CommonJS unless it uses import/export.
         The run is killed at the deadline and when it exceeds its memory, CPU, process, file
         or output limits; `limit` then says which. A program that fails or exits non-zero is
-        a normal result (see exit_code and stderr), not an error.
+        a normal result (see exit_code and stderr), not an error. When the server is busy
+        the call may wait for a free slot (not counted against the deadline) or be refused
+        with "server busy": wait a little and call again.
         """
         request = RunRequest(
             language=language,
@@ -111,8 +122,13 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
             filename=filename,
             timeout_seconds=timeout_seconds,
         )
+        progress = RunProgress()
         try:
-            result = await sandbox.run(request)
+            async with anyio.create_task_group() as group:
+                if ctx is not None:
+                    group.start_soon(_report_progress, ctx, progress)
+                result = await sandbox.run(request, progress)
+                group.cancel_scope.cancel()
         except SandboxError as exc:
             raise ToolError(str(exc)) from exc
 
@@ -216,6 +232,19 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
         )
 
 
+async def _report_progress(ctx: Context, progress: RunProgress) -> None:
+    """Tell the client every `PROGRESS_INTERVAL` how the run goes (a no-op without a token)."""
+    while True:
+        await anyio.sleep(PROGRESS_INTERVAL)
+        try:
+            # The time since the call arrived: progress values must only grow, and the
+            # run's own time (from 0 once it starts) would not while it waits for a slot.
+            await ctx.report_progress(round(progress.since_arrival, 1), None, progress.describe())
+        except Exception as exc:  # progress is a courtesy: the run goes on without it
+            logger.debug("progress not sent: %s", exc)
+            return
+
+
 async def posture_report(sandbox: Sandbox) -> ServerInfo:
     """Gather the posture from the core and shape it as `ServerInfo`."""
     settings = sandbox.settings
@@ -224,6 +253,7 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
     identity = sandbox.identity
     # Counted before the probe, whose own workdir is removed just after its answer.
     workdirs = sandbox.workdirs_present()
+    activity = sandbox.activity()
     can_open, probe = await sandbox.probe_network()
     runtimes = await sandbox.runtimes()
     landlock_used = sandbox.landlock_abi > 0
@@ -287,6 +317,9 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
             "max_output_bytes": settings.max_output_bytes,
             "max_code_bytes": settings.max_code_bytes,
             "max_concurrent_runs": settings.max_concurrent_runs,
+            "max_queued": settings.max_queued,
+            "queue_timeout_seconds": settings.queue_timeout,
+            "memory_budget_mb": settings.memory_budget_mb,
         },
         root_filesystem_read_only=posture.root_read_only,
         run_root=str(settings.run_root),
@@ -311,6 +344,9 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
             capabilities=list(posture.capabilities),
         ),
         workdirs_present=workdirs,
+        in_flight=activity.in_flight,
+        in_flight_high_water=activity.in_flight_high_water,
+        queued=activity.queued,
         runs_on_standby=sandbox.standby_ready,
         warm_languages=["python"] if sandbox.warm_pid is not None else [],
         notes=notes,
