@@ -5,6 +5,7 @@ registration, and the timeout's description is built from the settings in this c
 which string annotations could not see.
 """
 
+import asyncio
 import importlib.metadata
 import inspect
 import logging
@@ -123,14 +124,15 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
             timeout_seconds=timeout_seconds,
         )
         progress = RunProgress()
+        # A plain task, not a task group: a group would wrap SandboxError in a group.
+        reporter = asyncio.ensure_future(_report_progress(ctx, progress)) if ctx else None
         try:
-            async with anyio.create_task_group() as group:
-                if ctx is not None:
-                    group.start_soon(_report_progress, ctx, progress)
-                result = await sandbox.run(request, progress)
-                group.cancel_scope.cancel()
+            result = await sandbox.run(request, progress)
         except SandboxError as exc:
             raise ToolError(str(exc)) from exc
+        finally:
+            if reporter is not None:
+                reporter.cancel()
 
         return CallToolResult(
             content=[TextContent(type="text", text=summary(result))],
