@@ -843,9 +843,7 @@ async def test_a_run_root_that_is_a_symbolic_link_is_refused(run_root: Path) -> 
 async def test_activity_counts_runs_in_flight_and_waiting(run_root: Path) -> None:
     box = await start_sandbox(run_root, max_concurrent_runs=2)
     try:
-        calls = [
-            asyncio.ensure_future(run(box, "bash", f"sleep 0.5; echo {n}")) for n in range(5)
-        ]
+        calls = [asyncio.ensure_future(run(box, "bash", f"sleep 0.5; echo {n}")) for n in range(5)]
         await asyncio.sleep(0.2)
         busy = box.activity()
         results = await asyncio.gather(*calls)
