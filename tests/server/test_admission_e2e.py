@@ -64,6 +64,23 @@ def live_processes(fragment: str) -> list[int]:
     return found
 
 
+def uid_of(pid: int) -> int:
+    return Path(f"/proc/{pid}").stat().st_uid
+
+
+def processes_of_uid(uid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and entry.stat().st_uid == uid:
+                state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+                if state not in (b"Z", b"X"):
+                    found.append(int(entry.name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
 def server_pid(run_root: Path) -> int:
     (pid,) = [
         pid
@@ -188,16 +205,22 @@ async def test_cancelled_call_frees_its_processes_workdir_and_slot_at_once(
     async with connected(
         run_root, SANDBOX_MAX_CONCURRENT_RUNS="1", SANDBOX_QUEUE_TIMEOUT="5"
     ) as client:
-        with anyio.move_on_after(1.5):
-            await execute(client, "sleep 61.25")
+        call = asyncio.ensure_future(execute(client, "sleep 61.25"))
+        assert await until(lambda: live_processes("sleep 61.25"), 10)
         seen = live_processes("sleep 61.25")
+        run_uid = uid_of(seen[0])
+        # The SDK client sends notifications/cancelled for a call its caller cancels.
+        call.cancel()
 
         assert await until(lambda: not live_processes("sleep 61.25"), 5)
+        if run_uid != os.getuid():
+            # Pool mode: the run's own uid has no process left (a freed uid goes to the back
+            # of the pool, so no other run has it yet).
+            assert await until(lambda: not processes_of_uid(run_uid), 5)
         # The one slot is free again: with it still held, this call would be refused.
         after = await execute(client, "echo next")
         info = (await client.call_tool("server_info", {})).structured_content
 
-    assert seen, "the run's sleep was not seen while it ran"
     assert after.structured_content["stdout"] == "next\n"
     assert info["in_flight"] == 0
     assert info["workdirs_present"] == 0
@@ -246,6 +269,23 @@ async def test_client_that_disconnects_mid_run_leaves_nothing_behind(run_root: P
 
     assert status == 0
     assert live_processes("sleep 62.5") == []
+    assert workdirs(run_root) == []
+
+
+async def test_sdk_client_leaving_mid_run_lets_the_server_exit_by_itself(
+    run_root: Path, tmp_path: Path
+) -> None:
+    status = tmp_path / "status"
+    tmp_path.chmod(0o777)
+    async with connected(run_root, *reporting_exit(status)) as client:
+        call = asyncio.ensure_future(execute(client, "sleep 63.5"))
+        assert await until(lambda: live_processes("sleep 63.5"), 10)
+    call.cancel()
+    await asyncio.gather(call, return_exceptions=True)
+
+    assert await until(status.exists, 10)
+    assert status.read_text().strip() == "0", "the client had to kill the server"
+    assert live_processes("sleep 63.5") == []
     assert workdirs(run_root) == []
 
 
