@@ -278,7 +278,8 @@ class Settings:
     identity: str = "auto"
     uid_base: int = 61000
     uid_count: int = 64
-    # 0 is "auto" for these three: __post_init__ measures the machine (capacity.py).
+    # 0 is "auto" for these three: __post_init__ measures the machine (capacity.py) once; a
+    # copy made with dataclasses.replace keeps the measured values (and 4 x the old slots).
     max_concurrent_runs: int = 0
     memory_budget_mb: int = 0
     max_queued: int = 0

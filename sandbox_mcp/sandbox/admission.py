@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from sandbox_mcp.errors import ServerBusy
 
 
-@dataclass
+@dataclass(eq=False)
 class _Waiter:
     need_mb: int
     granted: asyncio.Future[None]
@@ -73,7 +73,7 @@ class Admission:
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.granted.done():
-                waiter.granted.set_exception(self._refusal("the server is shutting down"))
+                waiter.granted.set_exception(_shutting_down())
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no run is in flight, at most `timeout` seconds; True if none is."""
@@ -85,12 +85,12 @@ class Admission:
 
     async def _enter(self, need: int) -> None:
         if self._closed:
-            raise self._refusal("the server is shutting down")
+            raise _shutting_down()
         if not self._waiting and self._fits(need):
             self._take(need)
             return
         if len(self._waiting) >= self.max_queued:
-            raise self._refusal(f"{self.queued} calls already waiting, the most allowed")
+            raise self._refusal("", ", the most allowed")
 
         waiter = _Waiter(need, asyncio.get_running_loop().create_future())
         self._waiting.append(waiter)
@@ -108,7 +108,7 @@ class Admission:
             self._grant()
             if isinstance(exc, TimeoutError):
                 waited = time.monotonic() - started
-                raise self._refusal(f"waited {waited:.0f} s for a slot") from None
+                raise self._refusal(f"waited {waited:.0f} s for a slot; ") from None
             raise
 
     def _leave(self, need: int) -> None:
@@ -136,8 +136,16 @@ class Admission:
         self.reserved_mb += need
         self._idle.clear()
 
-    def _refusal(self, why: str) -> ServerBusy:
+    def _refusal(self, before: str, after: str = "") -> ServerBusy:
         return ServerBusy(
-            f"server busy: {why}; {self.in_flight} runs executing, {self.queued} waiting "
-            f"(at most {self.max_runs} at once); try again shortly"
+            f"server busy: {before}{_count(self.in_flight, 'run')} executing, "
+            f"{self.queued} waiting{after}; try again shortly"
         )
+
+
+def _shutting_down() -> ServerBusy:
+    return ServerBusy("server shutting down: it takes no new runs; try again once it is back")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

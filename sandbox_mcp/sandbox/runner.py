@@ -568,7 +568,23 @@ class Sandbox:
         try:
             outcome, stdout, stderr = await self._follow(spec, pending, uid, progress)
         except asyncio.CancelledError:
-            logger.info("%s %s %s cancelled by the caller", kind, run_id, language.id)
+            fields = {
+                "event": "cancelled",
+                "kind": kind,
+                "run_id": run_id,
+                "language": language.id,
+                "duration_ms": round(progress.elapsed * 1000, 1),
+                "limit": "cancelled",
+                "output_bytes": progress.output_bytes,
+            }
+            logger.info(
+                "%s %s %s cancelled by the caller after %.0fms",
+                kind,
+                run_id,
+                language.id,
+                progress.elapsed * 1000,
+                extra={"fields": fields},
+            )
             raise
         never_started = outcome.exit_code is None and outcome.signal is None
         if outcome.error and never_started and outcome.build is None:

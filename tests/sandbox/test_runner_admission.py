@@ -79,7 +79,7 @@ async def test_a_full_queue_refuses_with_server_busy(run_root: Path) -> None:
         first = asyncio.ensure_future(box.run(RunRequest(language="bash", code="sleep 1")))
         second = asyncio.ensure_future(box.run(RunRequest(language="bash", code="echo 2")))
         await asyncio.sleep(0.3)
-        with pytest.raises(ServerBusy, match=r"1 runs executing, 1 waiting"):
+        with pytest.raises(ServerBusy, match=r"server busy: 1 run executing, 1 waiting"):
             await box.run(RunRequest(language="bash", code="echo 3"))
         await asyncio.gather(first, second)
     finally:
