@@ -2,7 +2,7 @@
 #
 # Build:  docker build -t sandbox-mcp .
 #         docker build --build-arg LANGUAGES="python javascript c" -t sandbox-mcp-small .
-#         docker build --build-arg EXTRA_PACKAGES="python3-numpy python3-matplotlib" -t sandbox-mcp-sci .
+#         docker build --build-arg EXTRA_PACKAGES="python3-networkx libgmp-dev" -t sandbox-mcp-more .
 # Run:    docker run --rm -i --read-only --tmpfs /tmp:exec,nosuid,nodev,size=1g \
 #           --network none --cap-drop ALL --security-opt no-new-privileges \
 #           --memory 1g --cpus 1 --pids-limit 512 sandbox-mcp
@@ -13,7 +13,8 @@ ARG DEBIAN_IMAGE=debian:12-slim
 # --- build: the server in its own virtual environment ------------------------------------
 FROM ${DEBIAN_IMAGE} AS build
 COPY scripts/install-runtimes /usr/local/sbin/install-runtimes
-RUN install-runtimes --image python && rm -rf /var/lib/apt/lists/*
+# The server's build needs no snippet packages: those go into the image below.
+RUN SNIPPET_PACKAGES=off install-runtimes --image python && rm -rf /var/lib/apt/lists/*
 # Exactly the audited versions: every file is checked against the lock's hashes (made by
 # scripts/lock), the build backend included, so nothing unhashed is fetched to build the
 # server either.
@@ -33,8 +34,11 @@ ARG LANGUAGES=all
 # Extra Debian packages for snippets (libraries, python3-* modules, ...).
 ARG EXTRA_PACKAGES=""
 COPY scripts/install-runtimes /usr/local/sbin/install-runtimes
+# The Python packages snippets may import (numpy, pandas, matplotlib, ...): install-runtimes
+# puts them, from this hashed lock, into /opt/sandbox-mcp-python when LANGUAGES has python.
+COPY requirements/snippets.txt /usr/local/share/sandbox-mcp/snippets.txt
 # hadolint ignore=DL3008
-RUN install-runtimes --image "${LANGUAGES}" \
+RUN SNIPPET_LOCK=/usr/local/share/sandbox-mcp/snippets.txt install-runtimes --image "${LANGUAGES}" \
     && if [ -n "${EXTRA_PACKAGES}" ]; then \
         apt-get update -qq \
         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ${EXTRA_PACKAGES}; \

@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from sandbox_mcp.sandbox.runner import Sandbox
     from sandbox_mcp.server.app import build
+    from sandbox_mcp.server.metrics import RunMetrics
     from sandbox_mcp.server.shutdown import serve_until_terminated
 
     try:
@@ -43,17 +44,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("refusing to start: %s", exc)
         return 2
 
+    metrics = RunMetrics()
+    server = build(sandbox, metrics)
+    if settings.transport == "http":
+        # Only now: a stdio server does not load the HTTP app or build it.
+        from sandbox_mcp.server.http import serve
+
+        log_http_start(settings)
+        log_admission(settings)
+        serve(server, sandbox, metrics)
+        return 0
+
+    logger.info("sandbox-mcp %s starting on stdio", __version__)
+    log_admission(settings)
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(serve_until_terminated, server.run_stdio_async, sandbox)
+    return 0
+
+
+def log_admission(settings: Settings) -> None:
+    """Say how many runs go at once, and how many calls may wait how long."""
     logger.info(
-        "sandbox-mcp %s starting on %s: at most %d runs at once, %d MB memory budget, "
-        "%d calls may wait %gs",
-        __version__,
-        args.transport,
+        "at most %d runs at once, %d MB memory budget; %d calls may wait %gs",
         settings.max_concurrent_runs,
         settings.memory_budget_mb,
         settings.max_queued,
         settings.queue_timeout,
     )
-    server = build(sandbox)
-    with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(serve_until_terminated, server.run_stdio_async, sandbox)
-    return 0
+
+
+def log_http_start(settings: Settings) -> None:
+    """Say where the HTTP transport listens and who may use it; never the token."""
+    logger.info(
+        "sandbox-mcp %s starting on http://%s:%d/mcp, %s",
+        __version__,
+        settings.host,
+        settings.port,
+        "bearer token required" if settings.auth_token else "no token",
+    )
+    if settings.auth_token is None:
+        logger.warning(
+            "no auth token: any process on this machine that can reach port %d can run code; "
+            "set SANDBOX_AUTH_TOKEN or --auth-token-file",
+            settings.port,
+        )

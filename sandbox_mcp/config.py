@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +69,37 @@ def _features(text: str) -> tuple[str, ...]:
     return names
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise ValueError(f"must be a TCP port from 1 to 65535, got {text!r}")
+    return value
+
+
+def _bind_host(text: str) -> str:
+    if not text.strip() or any(char.isspace() for char in text):
+        raise ValueError(f"must be one address or host name to listen on, got {text!r}")
+    return text
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    spaced = [name for name in names if any(char.isspace() for char in name)]
+    if spaced:
+        raise ValueError(f"a comma-separated list without spaces in a name, got {spaced[0]!r}")
+    return names
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    origins = _names(text)
+    bad = [origin for origin in origins if not origin.startswith(("http://", "https://"))]
+    if bad:
+        raise ValueError(
+            f"each origin is scheme://host[:port], e.g. https://app.example, got {bad[0]!r}"
+        )
+    return origins
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in allowed:
@@ -78,6 +110,40 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 
 
 OPTIONS: tuple[Option, ...] = (
+    Option(
+        "transport",
+        "SANDBOX_TRANSPORT",
+        "stdio",
+        _choice("stdio", "http"),
+        "stdio: one client on standard input and output; http: MCP Streamable HTTP at /mcp",
+    ),
+    Option(
+        "host", "SANDBOX_HOST", "127.0.0.1", _bind_host, "address the HTTP transport listens on"
+    ),
+    Option("port", "SANDBOX_PORT", 8080, _port, "TCP port of the HTTP transport"),
+    Option(
+        "auth_token_file",
+        "SANDBOX_AUTH_TOKEN_FILE",
+        None,
+        Path,
+        "file holding the bearer token HTTP clients must send (or set SANDBOX_AUTH_TOKEN)",
+    ),
+    Option(
+        "allowed_hosts",
+        "SANDBOX_ALLOWED_HOSTS",
+        (),
+        _names,
+        "Host header values the HTTP transport accepts, comma-separated (default on "
+        "loopback: 127.0.0.1:PORT, localhost:PORT, [::1]:PORT)",
+    ),
+    Option(
+        "allowed_origins",
+        "SANDBOX_ALLOWED_ORIGINS",
+        (),
+        _origins,
+        "browser Origin values the HTTP transport accepts, comma-separated (default on "
+        "loopback: http:// and the loopback hosts; elsewhere none)",
+    ),
     Option(
         "timeout",
         "SANDBOX_TIMEOUT",
@@ -99,6 +165,13 @@ OPTIONS: tuple[Option, ...] = (
         4 * MIB,
         _positive_int,
         "largest snippet accepted, in bytes of UTF-8",
+    ),
+    Option(
+        "max_files_bytes",
+        "SANDBOX_MAX_FILES_BYTES",
+        8 * MIB,
+        _positive_int,
+        "largest total size of the files sent with one run (execute_code's files), in bytes",
     ),
     Option(
         "memory_mb",
@@ -266,6 +339,7 @@ class Settings:
     timeout: float = 30.0
     max_timeout: float = 30.0
     max_code_bytes: int = 4 * MIB
+    max_files_bytes: int = 8 * MIB
     memory_mb: int = 512
     cpu_seconds: int = 30
     max_processes: int = 128
@@ -290,6 +364,14 @@ class Settings:
     disable: tuple[str, ...] = ()
     log_level: str = "info"
     log_format: str = "plain"
+    transport: str = "stdio"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    auth_token_file: Path | None = None
+    # Read from SANDBOX_AUTH_TOKEN or the token file; kept out of repr() and describe().
+    auth_token: str | None = dataclasses.field(default=None, repr=False)
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_concurrent_runs == 0:
@@ -311,6 +393,38 @@ class Settings:
             )
         if self.output_bytes > self.max_output_bytes:
             raise ConfigurationError("SANDBOX_OUTPUT_BYTES cannot exceed SANDBOX_MAX_OUTPUT_BYTES")
+        if self.auth_token is not None:
+            _check_token(self.auth_token)
+        if self.transport == "http" and not self.binds_loopback:
+            self._check_exposed()
+
+    @property
+    def binds_loopback(self) -> bool:
+        """Whether the HTTP transport listens only on this machine's loopback interface."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False
+
+    def _check_exposed(self) -> None:
+        # Beyond loopback anyone who can reach the port can run code: a token, and the
+        # names clients will reach it by, must be set on purpose.
+        missing = []
+        if self.auth_token is None:
+            missing.append("a bearer token (SANDBOX_AUTH_TOKEN, or --auth-token-file PATH)")
+        if not self.allowed_hosts:
+            missing.append(
+                "the Host names clients use (--allowed-hosts or SANDBOX_ALLOWED_HOSTS, "
+                "e.g. sandbox.example:8080)"
+            )
+        if missing:
+            raise ConfigurationError(
+                f"refusing to serve HTTP on {self.host}, beyond loopback, without "
+                + " and ".join(missing)
+                + "; browser origins, if any, go in --allowed-origins or SANDBOX_ALLOWED_ORIGINS"
+            )
 
     def adjustments(self) -> list[str]:
         """Settings that were changed to be consistent, in words for the log."""
@@ -339,7 +453,7 @@ class Settings:
         """Read settings from `environ` (default: the process environment) and `argv`.
 
         Returns the settings and the parsed command line (for options that are not settings,
-        such as the transport). Raises `ConfigurationError` naming the bad variable or flag.
+        such as --version). Raises `ConfigurationError` naming the bad variable or flag.
         """
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -357,13 +471,15 @@ class Settings:
             if raw is not None:
                 values[option.field] = _parse(option, raw, option.flag)
 
+        values["auth_token"] = _auth_token(environ.get("SANDBOX_AUTH_TOKEN"), values)
         return cls(**values), args
 
     def describe(self) -> dict[str, Any]:
-        """The settings as plain values, for logs and the model's instructions."""
+        """The settings as plain values, for logs and the model's instructions; no token."""
         return {
             key: str(value) if isinstance(value, Path) else value
             for key, value in dataclasses.asdict(self).items()
+            if key != "auth_token"
         }
 
 
@@ -374,13 +490,44 @@ def _parse(option: Option, raw: str, source: str) -> Any:
         raise ConfigurationError(f"{source}: {exc}") from None
 
 
+def _auth_token(from_environment: str | None, values: Mapping[str, Any]) -> str | None:
+    # The token is never a flag: a command line is visible to every process in /proc.
+    path = values.get("auth_token_file")
+    if path is None:
+        return from_environment or None
+    if from_environment:
+        raise ConfigurationError(
+            "both SANDBOX_AUTH_TOKEN and an auth token file are set; keep one of them"
+        )
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"cannot read the auth token file {path}: {exc}") from None
+    token = text.removesuffix("\n").removesuffix("\r")
+    if not token:
+        raise ConfigurationError(f"the auth token file {path} is empty; put the token in it")
+    return token
+
+
+def _check_token(token: str) -> None:
+    if not token.isascii() or not token.isprintable() or " " in token:
+        raise ConfigurationError(
+            "the auth token must be printable ASCII without spaces (it travels in an HTTP "
+            "header); make one with: openssl rand -hex 32"
+        )
+    if len(token) < 16:
+        raise ConfigurationError(
+            f"the auth token is {len(token)} characters long; use at least 16, e.g. "
+            "from: openssl rand -hex 32"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: every setting as a flag, plus the transport."""
+    """The command line: every setting as a flag."""
     parser = argparse.ArgumentParser(
         prog="sandbox-mcp",
         description="MCP server that runs code snippets in hardened, single-use sandboxes.",
     )
-    parser.add_argument("--transport", choices=["stdio"], default="stdio", help="MCP transport")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     for option in OPTIONS:
         env = " or ".join((option.env, *option.aliases))

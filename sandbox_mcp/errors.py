@@ -26,6 +26,10 @@ class InvalidFilename(InvalidRequest):
     """The main file's name would leave the workdir or is not a plain file name."""
 
 
+class InvalidPath(InvalidRequest):
+    """A file sent with the run has a path that would leave the workdir or breaks a rule."""
+
+
 # --- the machine ---------------------------------------------------------------------------
 
 

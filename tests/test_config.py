@@ -76,3 +76,100 @@ def test_a_clamped_default_timeout_is_reported() -> None:
     assert settings.timeout == 30
     assert "SANDBOX_TIMEOUT 90 is above SANDBOX_MAX_TIMEOUT 30" in settings.adjustments()[0]
     assert Settings.load([], {})[0].adjustments() == []
+
+
+def test_http_settings_default_to_stdio_and_loopback() -> None:
+    settings, _ = Settings.load([], {})
+
+    assert settings.transport == "stdio"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8080)
+    assert settings.auth_token is None
+    assert settings.binds_loopback
+
+
+def test_http_settings_come_from_the_environment_and_flags() -> None:
+    settings, _ = Settings.load(
+        ["--port", "9001", "--allowed-origins", "https://app.example, http://localhost:3000"],
+        {
+            "SANDBOX_TRANSPORT": "http",
+            "SANDBOX_HOST": "::1",
+            "SANDBOX_PORT": "9000",
+            "SANDBOX_AUTH_TOKEN": "a" * 32,
+            "SANDBOX_ALLOWED_HOSTS": "sandbox.example:9001",
+        },
+    )
+
+    assert settings.transport == "http"
+    assert settings.port == 9001
+    assert settings.binds_loopback
+    assert settings.auth_token == "a" * 32
+    assert settings.allowed_hosts == ("sandbox.example:9001",)
+    assert settings.allowed_origins == ("https://app.example", "http://localhost:3000")
+
+
+def test_the_token_stays_out_of_repr_and_describe() -> None:
+    settings, _ = Settings.load([], {"SANDBOX_AUTH_TOKEN": "secret-token-0123456789"})
+
+    assert "secret-token" not in repr(settings)
+    assert "secret-token" not in str(settings.describe())
+
+
+def test_a_token_file_loses_one_trailing_newline(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("0123456789abcdef0123\r\n")
+
+    settings, _ = Settings.load(["--auth-token-file", str(token_file)], {})
+    from_env, _ = Settings.load([], {"SANDBOX_AUTH_TOKEN_FILE": str(token_file)})
+
+    assert settings.auth_token == from_env.auth_token == "0123456789abcdef0123"
+
+
+@pytest.mark.parametrize(
+    ("content", "environ", "message"),
+    [
+        ("", {}, "is empty; put the token in it"),
+        ("\n", {}, "is empty"),
+        ("0123456789abcdef0123", {"SANDBOX_AUTH_TOKEN": "x" * 20}, "keep one of them"),
+        ("short", {}, "use at least 16"),
+        ("0123456789 abcdef0123", {}, "printable ASCII without spaces"),
+        (None, {}, "cannot read the auth token file"),
+    ],
+)
+def test_a_bad_token_file_is_refused_with_the_reason(
+    tmp_path: Path, content: str | None, environ: dict[str, str], message: str
+) -> None:
+    token_file = tmp_path / "token"
+    if content is not None:
+        token_file.write_text(content)
+
+    with pytest.raises(ConfigurationError, match=message):
+        Settings.load(["--auth-token-file", str(token_file)], environ)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"SANDBOX_TRANSPORT": "sse"}, "must be one of stdio, http"),
+        ({"SANDBOX_PORT": "0"}, "TCP port from 1 to 65535"),
+        ({"SANDBOX_PORT": "70000"}, "TCP port from 1 to 65535"),
+        ({"SANDBOX_ALLOWED_ORIGINS": "app.example"}, "scheme://host"),
+    ],
+)
+def test_bad_http_settings_name_the_variable(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Settings.load([], environ)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "sandbox.example", "::"])  # noqa: S104
+def test_http_beyond_loopback_needs_a_token_and_allowed_hosts(host: str) -> None:
+    base = {"SANDBOX_TRANSPORT": "http", "SANDBOX_HOST": host}
+    token = {"SANDBOX_AUTH_TOKEN": "t" * 32}
+    hosts = {"SANDBOX_ALLOWED_HOSTS": "sandbox.example:8080"}
+
+    for environ in (base, {**base, **token}, {**base, **hosts}):
+        with pytest.raises(ConfigurationError, match="beyond loopback"):
+            Settings.load([], environ)
+    settings, _ = Settings.load([], {**base, **token, **hosts})
+    assert not settings.binds_loopback
+    # Over stdio the same host is never bound, so nothing is refused.
+    Settings.load([], {"SANDBOX_HOST": host})

@@ -471,6 +471,23 @@ async def test_every_language_runs_in_the_container(client: Client) -> None:
     }
 
 
+async def test_files_plots_and_packages_work_under_a_read_only_root(client: Client) -> None:
+    result = await execute(
+        client,
+        "python",
+        "import helper, numpy, matplotlib.pyplot as plt\n"
+        "plt.plot(numpy.arange(3)); plt.show()\nprint(helper.WORD)",
+        files=[{"path": "helper.py", "content": "WORD = 'from helper'\n"}],
+    )
+
+    structured = ok(result)
+    assert structured["stdout"] == "from helper\n", structured["stderr"]
+    assert structured["stderr"] == ""  # matplotlib found its font list: nothing to rebuild
+    assert [(found["path"], found["image"]) for found in structured["files"]] == [
+        ("figure_1.png", True)
+    ]
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 async def test_noexec_tmp_keeps_interpreters_and_says_what_compiled_languages_need(
     mode: str,
@@ -479,8 +496,23 @@ async def test_noexec_tmp_keeps_interpreters_and_says_what_compiled_languages_ne
         info = (await client.call_tool("server_info", {})).structured_content
         python = ok(await execute(client, "python", "print('still fine')"))
         c = await execute(client, "c", "int main(void) { return 0; }")
+        # Checking only writes what it builds: it needs no exec mount.
+        checks = {
+            language: (
+                await client.call_tool("validate_code", {"language": language, "code": code})
+            )
+            for language, code in (
+                ("c", "int main(void) { return 0 }"),
+                ("go", "package main\nfunc main() { x := 1 }\n"),
+                ("rust", 'fn main() { let x: i32 = "s"; }'),
+            )
+        }
 
     assert info["run_root_exec"] is False
+    for language, check in checks.items():
+        assert not check.is_error, (language, check.content)
+        assert check.structured_content["valid"] is False, (language, check.structured_content)
+        assert check.structured_content["diagnostics"][0]["line"], language
     assert set(info["unavailable_languages"]) == {"c", "cpp", "go", "rust"}
     assert python["stdout"] == "still fine\n"
     assert c.is_error

@@ -12,7 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+from sandbox_mcp.config import Settings
+from sandbox_mcp.errors import ConfigurationError
 
 ROOT = Path(__file__).parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -83,16 +87,65 @@ def compose_services() -> dict[str, dict[str, object]]:
     return document["services"]
 
 
+STDIO_SERVICES = ("sandbox", "sandbox-isolated")
+
+
 def test_compose_services_carry_every_hardening_flag() -> None:
-    for name, service in compose_services().items():
+    services = compose_services()
+
+    assert set(services) == {*STDIO_SERVICES, "sandbox-http"}
+    for name, service in services.items():
         assert service["read_only"] is True, name
-        assert service["network_mode"] == "none", name
         assert service["cap_drop"] == ["ALL"], name
         assert "no-new-privileges:true" in service["security_opt"], name
-        assert service["stdin_open"] is True, name
         assert any(mount.startswith("/tmp:") for mount in service["tmpfs"]), name
         assert "exec" in service["tmpfs"][0].split(":")[1].split(","), name
         assert service["pids_limit"] and service["mem_limit"], name
+    for name in STDIO_SERVICES:
+        assert services[name]["network_mode"] == "none", name
+        assert services[name]["stdin_open"] is True, name
+
+
+def test_compose_http_service_is_published_on_loopback_with_a_token_from_a_secret() -> None:
+    document = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    service = document["services"]["sandbox-http"]
+    flags = dict(argument.removeprefix("--").split("=", 1) for argument in service["command"])
+
+    assert service["user"] == "65534:65534"
+    assert "cap_add" not in service
+    # Reachable, so not network_mode none: the snippets' network is closed by the server.
+    assert "network_mode" not in service
+    assert "SANDBOX_NETWORK" not in service["environment"]
+    assert service["ports"] == ["127.0.0.1:8080:8080"]
+    assert flags["transport"] == "http"
+    assert flags["host"] == "0.0.0.0"  # noqa: S104 - inside the container, published on loopback
+    assert flags["port"] == "8080"
+    assert flags["allowed-hosts"] == "localhost:8080,127.0.0.1:8080"
+    assert service["secrets"] == ["sandbox_mcp_token"]
+    assert flags["auth-token-file"] == "/run/secrets/sandbox_mcp_token"
+    assert "file" in document["secrets"]["sandbox_mcp_token"]
+    assert "/readyz" in " ".join(service["healthcheck"]["test"])
+    comments = " ".join(line.strip(" #") for line in (ROOT / "docker-compose.yml").open())
+    assert "the snippets' network stays closed by the server's own policy" in " ".join(
+        comments.split()
+    )
+
+
+def test_compose_http_command_is_accepted_by_the_settings(tmp_path: Path) -> None:
+    command = compose_services()["sandbox-http"]["command"]
+    token_file = tmp_path / "token"
+    token_file.write_text("0123456789abcdef0123456789abcdef\n")
+    here = [arg.replace("/run/secrets/sandbox_mcp_token", str(token_file)) for arg in command]
+
+    settings, _ = Settings.load(here, {})
+
+    assert settings.transport == "http"
+    assert not settings.binds_loopback
+    assert settings.auth_token == "0123456789abcdef0123456789abcdef"
+    assert settings.allowed_hosts == ("localhost:8080", "127.0.0.1:8080")
+    without_token = [arg for arg in command if not arg.startswith("--auth-token-file")]
+    with pytest.raises(ConfigurationError, match="beyond loopback, without a bearer token"):
+        Settings.load(without_token, {})
 
 
 def test_compose_default_is_non_root_and_the_isolated_variant_adds_only_setuid_setgid() -> None:

@@ -17,6 +17,7 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).parent.parent
 RUNTIME = ROOT / "requirements" / "runtime.txt"
 DEV = ROOT / "requirements" / "dev.txt"
+SNIPPETS = ROOT / "requirements" / "snippets.txt"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
@@ -104,3 +105,21 @@ def test_this_environment_holds_exactly_the_locked_versions() -> None:
         for name, version in installed.items()
         if locked[name][0] != version
     } == {}
+
+
+def test_the_snippets_packages_are_locked_and_installed_from_the_lock_alone() -> None:
+    locked = pins(SNIPPETS)
+    asked = [
+        canonical(line.split("#", 1)[0].strip())
+        for line in (ROOT / "requirements" / "snippets.in").read_text().splitlines()
+        if line.split("#", 1)[0].strip()
+    ]
+    installer = (ROOT / "scripts" / "install-runtimes").read_text().replace("\\\n", " ")
+    dockerfile = (ROOT / "Dockerfile").read_text()
+
+    assert {"numpy", "pandas", "matplotlib"} <= set(asked) <= set(locked)
+    assert [name for name, (_, hashes) in locked.items() if not hashes] == []
+    assert "scripts/lock" in SNIPPETS.read_text().splitlines()[1]
+    assert '--require-hashes -r "$snippet_lock"' in installer
+    assert "COPY requirements/snippets.txt" in dockerfile
+    assert "!requirements/snippets.txt" in (ROOT / ".dockerignore").read_text().split()

@@ -117,6 +117,18 @@ def _caret_after(lines: list[str], index: int, header: re.Pattern[str]) -> int |
     return None
 
 
+def _details_before_excerpt(lines: list[str], index: int) -> list[str]:
+    """The lines between a header and its quoted source line, when a caret follows.
+
+    scalac puts the substance of a message there ("type mismatch;" then "found: Int(1)",
+    "required: String"); without them the message says only that something is wrong.
+    """
+    for position in range(index + 2, min(index + 12, len(lines))):
+        if _CARET_LINE.match(lines[position]):
+            return [line.strip() for line in lines[index + 1 : position - 1] if line.strip()]
+    return []
+
+
 def _message_or_next(message: str, lines: list[str], index: int) -> str:
     """The message itself, or the next non-blank line when the tool broke the line early."""
     if message.strip():
@@ -163,9 +175,11 @@ def _parse_gcc(lines: list[str]) -> list[_Finding]:
     for index, line in enumerate(lines):
         if match := _GCC.match(line):
             column = _number(match["column"])
+            message = _message_or_next(match["message"], lines, index)
             if column is None:
                 column = _caret_after(lines, index, _GCC)
-            message = _message_or_next(match["message"], lines, index)
+                if column is not None:
+                    message = "\n".join([message, *_details_before_excerpt(lines, index)])
             findings.append(
                 _finding(
                     match["path"],

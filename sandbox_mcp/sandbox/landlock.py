@@ -106,14 +106,14 @@ def fs_rights(abi: int) -> int:
 
 
 def restrict(
-    abi: int, workdir: str, hidden: str, device_dirs: Iterable[str], network: bool
+    abi: int, workdir: str, hidden: Iterable[str], device_dirs: Iterable[str], network: bool
 ) -> None:
     """Enter a new Landlock domain in which only `workdir` may be modified.
 
-    Everything may be read except what lies under `hidden` (the run root), the workdir
-    excepted. `device_dirs` (such as /dev) may be written to and truncated but nothing may be
-    created or removed in them. No-new-privileges must already be set. Does nothing when
-    `abi` is 0.
+    Everything may be read except what lies under the `hidden` paths (the run root, the
+    server's secrets), the workdir excepted. `device_dirs` (such as /dev) may be written to
+    and truncated but nothing may be created or removed in them. No-new-privileges must
+    already be set. Does nothing when `abi` is 0.
     """
     if abi <= 0:
         return
@@ -140,22 +140,36 @@ def restrict(
         os.close(ruleset)
 
 
-def readable_around(hidden: str) -> list[str]:
+def readable_around(hidden: Iterable[str]) -> list[str]:
     """Paths whose subtrees, together, hold everything on the filesystem but `hidden`.
 
-    Landlock only grants rights, beneath a path; to grant reading everywhere except one
-    directory, grant it on every sibling of each directory on the way down to it. Entries
-    created later next to that path (a new directory in /tmp, say) stay unreadable.
+    Landlock only grants rights, beneath a path; to grant reading everywhere except some
+    paths, grant it on every sibling of each directory on the way down to them. Entries
+    created later next to those paths (a new directory in /tmp, say) stay unreadable. A
+    directory that cannot be listed on the way stays unreadable as a whole.
     """
+    # Each directory on the way to a hidden path, with the names below it that lead on.
+    ways: dict[str, set[str]] = {}
+    ends: set[str] = set()
+    for path in hidden:
+        parts = os.path.normpath(path).strip("/").split("/")
+        current = "/"
+        for part in parts:
+            ways.setdefault(current, set()).add(part)
+            current = os.path.join(current, part)
+        ends.add(current)
+
     readable: list[str] = []
-    current = "/"
-    for part in os.path.normpath(hidden).strip("/").split("/"):
+    for directory in sorted(ways):
+        if directory in ends:  # hidden itself: nothing beneath it is granted
+            continue
         try:
-            entries = os.listdir(current)
+            entries = os.listdir(directory)
         except OSError:
-            break
-        readable.extend(os.path.join(current, name) for name in entries if name != part)
-        current = os.path.join(current, part)
+            continue
+        readable.extend(
+            os.path.join(directory, name) for name in entries if name not in ways[directory]
+        )
     return readable
 
 

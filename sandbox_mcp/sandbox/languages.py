@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandbox_mcp.errors import InvalidFilename, UnknownLanguage
+from sandbox_mcp.sandbox import packages
 
 # What snippets see as PATH. System directories only: nothing under /root or a version
 # manager, which a non-root run could not reach anyway.
@@ -366,7 +367,13 @@ LANGUAGES: tuple[Language, ...] = (
             "{file}",
         ),
         aliases=("py", "python3"),
-        env={"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"},
+        env={
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONIOENCODING": "utf-8",
+            # The curated packages and matplotlib's headless backend (packages.py).
+            **packages.environment(),
+        },
         oom_patterns=(r"\bMemoryError\b",),
         heap_share=1.0,
     ),
@@ -529,9 +536,10 @@ LANGUAGES: tuple[Language, ...] = (
         name="Kotlin",
         extension=".kt",
         executable="kotlinc",
-        # A file with main() is compiled to classes first; a script (.kts) is compiled and
-        # run in one step (see _kotlin_name).
-        build=("kotlinc", "{file}", "-d", "{build}"),
+        # A file with main() is compiled to classes first, with every other .kt file in the
+        # workdir (the caller's `files`); a script (.kts) is compiled and run in one step
+        # (see _kotlin_name).
+        build=("kotlinc", ".", "-d", "{build}"),
         # The JVM directly, not the `kotlin` and `kotlinc` wrappers, which take any `-J...`
         # argument for themselves, the program's own too. After `--` the compiler passes
         # every argument on to the script.

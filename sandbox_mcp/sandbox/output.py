@@ -20,17 +20,27 @@ class CapturedText:
 
 
 class StreamCapture:
-    """Head and tail of a byte stream, `keep_bytes` in all, plus the total count."""
+    """Head and tail of a byte stream, `keep_bytes` in all, plus the total count; and, when
+    `full_bytes` is given, the stream's first `full_bytes` whole (see `full`)."""
 
-    def __init__(self, keep_bytes: int) -> None:
+    def __init__(self, keep_bytes: int, full_bytes: int = 0) -> None:
         self._head_limit = keep_bytes // 2
         self._tail_limit = keep_bytes - self._head_limit
         self._head = bytearray()
         self._tail = bytearray()
+        self._full_limit = full_bytes
+        self._full = bytearray()
         self.total_bytes = 0
+
+    def full(self) -> bytes:
+        """The stream's first `full_bytes` bytes (all of it when it was no longer)."""
+        return bytes(self._full)
 
     def feed(self, data: bytes) -> None:
         self.total_bytes += len(data)
+        room = self._full_limit - len(self._full)
+        if room > 0:
+            self._full += data[:room]
         room = self._head_limit - len(self._head)
         if room > 0:
             self._head += data[:room]

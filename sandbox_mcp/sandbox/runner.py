@@ -34,7 +34,7 @@ from sandbox_mcp.errors import (
     LauncherError,
     RuntimeUnavailable,
 )
-from sandbox_mcp.sandbox import _libc, files, landlock, posture, warm
+from sandbox_mcp.sandbox import _libc, files, landlock, packages, posture, warm, workspace
 from sandbox_mcp.sandbox import diagnostics as diagnostics_module
 from sandbox_mcp.sandbox import identity as identities
 from sandbox_mcp.sandbox.admission import Admission
@@ -53,6 +53,7 @@ from sandbox_mcp.sandbox.output import StreamCapture
 from sandbox_mcp.sandbox.posture import Posture
 from sandbox_mcp.sandbox.progress import RunProgress
 from sandbox_mcp.sandbox.spec import BuildOutcome, Limits, RunOutcome, RunSpec
+from sandbox_mcp.sandbox.workspace import InputFile, Listing, OutputFile
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,9 @@ _REPORT_GRACE = 15.0
 # Warm Python runs kept started ahead of their calls. Two: a call rarely finds none ready,
 # and each holds a uid, a workdir and two small processes while it waits.
 STANDBY_RUNS = 2
+# How much of each output stream is kept whole, for a result whose output was cut to head
+# and tail (RunResult.stdout_full): the server keeps it readable for a while.
+FULL_OUTPUT_BYTES = 10 * 1024 * 1024
 # How many servers with default settings may share a machine (see _free_run_root).
 _DEFAULT_RUN_ROOTS = 16
 
@@ -99,7 +103,11 @@ class Activity:
 
 @dataclass(frozen=True)
 class RunRequest:
-    """One snippet to run. `filename` defaults to the language's `main.<ext>`."""
+    """One snippet to run. `filename` defaults to the language's `main.<ext>`.
+
+    `files` are written into the workdir before the build and the run (workspace.py has
+    their rules).
+    """
 
     language: str
     code: str
@@ -107,6 +115,7 @@ class RunRequest:
     args: tuple[str, ...] = ()
     filename: str | None = None
     timeout_seconds: float | None = None
+    files: tuple[InputFile, ...] = ()
     # Who asked, when the transport knows (an authenticated HTTP client): for the log only.
     caller: str | None = None
 
@@ -116,7 +125,10 @@ class RunResult:
     """Everything known about a finished run.
 
     `exit_code`, `signal` and `duration_ms` are the program's own; when its build failed the
-    program never ran, `exit_code` and `signal` are None and `compile` says why.
+    program never ran, `exit_code` and `signal` are None and `compile` says why. `files` are
+    the regular files the run created or changed in its workdir (at most
+    `workspace.MAX_LISTED`; `files_unlisted` more). `stdout_full` and `stderr_full` hold a
+    stream's first `FULL_OUTPUT_BYTES` when it was cut to head and tail, else None.
     """
 
     run_id: str
@@ -137,6 +149,10 @@ class RunResult:
     timeout_seconds: float
     compile: BuildOutcome | None = None
     notes: tuple[str, ...] = ()
+    files: tuple[OutputFile, ...] = ()
+    files_unlisted: int = 0
+    stdout_full: bytes | None = field(default=None, repr=False)
+    stderr_full: bytes | None = field(default=None, repr=False)
 
     @property
     def timed_out(self) -> bool:
@@ -167,6 +183,12 @@ class _Prepared:
     main: MainFile
     code: bytes
     stdin: bytes
+    files: tuple[InputFile, ...] = ()
+
+    @property
+    def payload(self) -> bytes:
+        """The main file and the caller's files, as the supervisor reads them."""
+        return workspace.pack(self.code, self.files)
 
 
 @dataclass
@@ -221,6 +243,13 @@ class Sandbox:
         self._standing_up: set[asyncio.Task[None]] = set()
         # Waits for supervisors to exit after their answers, to give their uids back.
         self._finishing: set[asyncio.Task[None]] = set()
+        # Files and directories of the server's that runs must not read though their uid
+        # may (shared mode), such as the HTTP token file; Landlock hides them. A symlinked
+        # secret (Kubernetes mounts them so) is hidden at both ends.
+        self.hidden_paths: list[str] = []
+        if settings.auth_token_file is not None:
+            token_file = str(settings.auth_token_file)
+            self.hidden_paths = sorted({token_file, os.path.realpath(token_file)})
         self._prepared = False
         self._root_lock: int | None = None
         self._probing: asyncio.Future[None] | None = None
@@ -410,16 +439,18 @@ class Sandbox:
                 spec = dataclasses.replace(spec, warm=True)
             return spec
 
-        spec, outcome, stdout, stderr = await self._launch(
+        spec, outcome, stdout, stderr, listing = await self._launch(
             language,
             spec_for,
-            prepared.code,
+            prepared.payload,
             prepared.stdin,
             "run",
             warm=language.id == "python",
             progress=progress,
         )
-        return self._result(spec, prepared, outcome, stdout, stderr, timeout, request.caller)
+        return self._result(
+            spec, prepared, outcome, stdout, stderr, timeout, listing, request.caller
+        )
 
     async def validate(
         self, language_name: str, code: str, filename: str | None = None
@@ -436,8 +467,9 @@ class Sandbox:
             argv = language.command(language.validate, values)
             return self._spec(run_id, language, main, values, argv, None, timeout, uid)
 
-        spec, outcome, stdout, stderr = await self._launch(
-            language, spec_for, source.encode("utf-8", errors="surrogatepass"), b"", "validate"
+        payload = workspace.pack(source.encode("utf-8", errors="surrogatepass"), ())
+        spec, outcome, stdout, stderr, _listing = await self._launch(
+            language, spec_for, payload, b"", "validate"
         )
         output = (stdout.result().text + "\n" + stderr.result().text).strip()
         diagnostics = [
@@ -520,7 +552,7 @@ class Sandbox:
         kind: str,
         warm: bool = False,
         progress: RunProgress | None = None,
-    ) -> tuple[RunSpec, RunOutcome, StreamCapture, StreamCapture]:
+    ) -> tuple[RunSpec, RunOutcome, StreamCapture, StreamCapture, Listing]:
         """Take a slot, a run on standby or a uid, hand the run over and follow it."""
         need_mb = max(16, int(self.settings.memory_mb * language.expected_memory_share))
         async with self._admission.slot(need_mb):
@@ -537,7 +569,7 @@ class Sandbox:
         kind: str,
         warm: bool,
         progress: RunProgress,
-    ) -> tuple[RunSpec, RunOutcome, StreamCapture, StreamCapture]:
+    ) -> tuple[RunSpec, RunOutcome, StreamCapture, StreamCapture, Listing]:
         pending = None
         standby = self._take_standby() if warm else None
         if standby is not None:
@@ -566,7 +598,7 @@ class Sandbox:
         # The deadline counts from here, in the supervisor, not from the call's arrival.
         progress.start(run_id, spec.limits.timeout_seconds)
         try:
-            outcome, stdout, stderr = await self._follow(spec, pending, uid, progress)
+            outcome, stdout, stderr, listing = await self._follow(spec, pending, uid, progress)
         except asyncio.CancelledError:
             fields = {
                 "event": "cancelled",
@@ -589,7 +621,7 @@ class Sandbox:
         never_started = outcome.exit_code is None and outcome.signal is None
         if outcome.error and never_started and outcome.build is None:
             raise LauncherError(f"{kind} {run_id} could not start: {outcome.error}")
-        return spec, outcome, stdout, stderr
+        return spec, outcome, stdout, stderr, listing
 
     # --- runs on standby ---------------------------------------------------------------------
 
@@ -708,7 +740,8 @@ class Sandbox:
         self, name: str, code_text: str, filename: str | None, request: RunRequest | None
     ) -> _Prepared:
         language = get_language(name)
-        blocked = self._noexec_reason(language)
+        # Checking (request None) writes its products to the workdir but never runs them.
+        blocked = self._noexec_reason(language) if request is not None else None
         if blocked:
             raise RuntimeUnavailable(f"{language.id} is not available here: {blocked}")
         if language.resolved_executable() is None:
@@ -735,7 +768,9 @@ class Sandbox:
                 raise InvalidRequest("args cannot contain NUL characters")
 
         main = language.main_file(code_text, filename)
-        return _Prepared(language, main, code, stdin)
+        inputs = request.files if request is not None else ()
+        workspace.check_inputs(inputs, main.name, self.settings.max_files_bytes)
+        return _Prepared(language, main, code, stdin, inputs)
 
     def _spec(
         self,
@@ -783,19 +818,22 @@ class Sandbox:
             output_bytes=settings.output_bytes,
             max_output_bytes=settings.max_output_bytes,
             seccomp=self.seccomp_enabled,
+            hidden_paths=list(self.hidden_paths),
+            links=packages.workdir_links() if language.id == "python" else [],
         )
 
     async def _follow(
         self, spec: RunSpec, pending: _Pending, uid: int | None, progress: RunProgress
-    ) -> tuple[RunOutcome, StreamCapture, StreamCapture]:
+    ) -> tuple[RunOutcome, StreamCapture, StreamCapture, Listing]:
         """Follow a run handed over to its supervisor to its end.
 
         The answer does not wait for the supervisor to exit (it removes the workdir after
         its report): its uid goes back to the pool in the background once it has.
         """
         loop = asyncio.get_running_loop()
-        stdout = StreamCapture(self.settings.output_bytes)
-        stderr = StreamCapture(self.settings.output_bytes)
+        stdout = StreamCapture(self.settings.output_bytes, FULL_OUTPUT_BYTES)
+        stderr = StreamCapture(self.settings.output_bytes, FULL_OUTPUT_BYTES)
+        listing = Listing()
         flood = _FloodGuard(self.settings.max_output_bytes, pending.control, progress)
         self._running[spec.run_id] = flood
 
@@ -804,7 +842,7 @@ class Sandbox:
             asyncio.ensure_future(_drain(loop, pending.stderr, stderr, flood)),
         ]
         try:
-            outcome = await asyncio.wait_for(
+            outcome, listing = await asyncio.wait_for(
                 _await_outcome(loop, pending.control), spec.limits.timeout_seconds + _REPORT_GRACE
             )
             await asyncio.wait_for(asyncio.gather(*readers), _REPORT_GRACE)
@@ -822,7 +860,7 @@ class Sandbox:
 
         if flood.tripped and outcome.limit in (None, "cancelled"):
             outcome = dataclasses.replace(outcome, limit="output")
-        return outcome, stdout, stderr
+        return outcome, stdout, stderr, listing
 
     def _open(self, spec: RunSpec, code: bytes, stdin: bytes) -> _Pending:
         """Create the run's descriptors and send them with the spec to the launcher."""
@@ -872,6 +910,7 @@ class Sandbox:
         stdout: StreamCapture,
         stderr: StreamCapture,
         timeout: float,
+        listing: Listing,
         caller: str | None = None,
     ) -> RunResult:
         language = prepared.language
@@ -888,6 +927,8 @@ class Sandbox:
             notes.append("the build failed, so the program did not run: see compile.stderr")
         if outcome.error:
             notes.append(outcome.error)
+        if language.id == "python":
+            notes.extend(packages.missing_module_hints(err.text))
 
         result = RunResult(
             run_id=spec.run_id,
@@ -908,6 +949,10 @@ class Sandbox:
             timeout_seconds=timeout,
             compile=compiled,
             notes=tuple(notes),
+            files=listing.files,
+            files_unlisted=listing.unlisted,
+            stdout_full=stdout.full() if out.truncated else None,
+            stderr_full=stderr.full() if err.truncated else None,
         )
         # One line per run; its fields also go to the JSON log as they are (logs.py).
         fields = {
@@ -992,7 +1037,7 @@ class Sandbox:
             return None
         # The environment every Python run gets, with placeholders where a run has its own
         # values: it is what /proc/self/environ shows a warm snippet (see warm.py).
-        env = {**_snippet_environment("/", "/"), **python.environment({})}
+        env = {**_snippet_environment("/", "/"), **python.environment({"tmp": "/"})}
         package_parent = str(Path(__file__).resolve().parent.parent.parent)
         try:
             return _LauncherProcess.start(
@@ -1055,14 +1100,48 @@ async def _drain(
         os.close(fd)
 
 
-async def _await_outcome(loop: asyncio.AbstractEventLoop, control: socket.socket) -> RunOutcome:
+async def _await_outcome(
+    loop: asyncio.AbstractEventLoop, control: socket.socket
+) -> tuple[RunOutcome, Listing]:
+    """The supervisor's report, and the listing of the run's files that comes beside it."""
     while True:
-        data = await loop.sock_recv(control, 64 * 1024)
+        data, fds = await _receive(loop, control)
+        listing = Listing()
+        for fd in fds:
+            try:
+                if not listing.files:
+                    listing = workspace.read_listing(fd)
+            except Exception as exc:  # a listing that cannot be read costs the files only
+                logger.warning("the run's file listing could not be read: %s", exc)
+            finally:
+                os.close(fd)
         if not data:
-            return _failed_outcome("the run's supervisor died without a report")
+            return _failed_outcome("the run's supervisor died without a report"), Listing()
         message = json.loads(data)
         if message.get("event") == "exited":
-            return RunOutcome.from_dict(message["outcome"])
+            return RunOutcome.from_dict(message["outcome"]), listing
+
+
+async def _receive(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> tuple[bytes, list[int]]:
+    """One message from a non-blocking socket and the descriptors it carried."""
+    fds = array.array("i")
+    while True:
+        try:
+            data, ancillary, _flags, _addr = sock.recvmsg(
+                64 * 1024, socket.CMSG_SPACE(4 * fds.itemsize)
+            )
+            break
+        except BlockingIOError:
+            ready: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(sock.fileno(), _settle, ready)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(sock.fileno())
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds)
 
 
 async def _await_exit(loop: asyncio.AbstractEventLoop, control: socket.socket) -> bool:
@@ -1073,6 +1152,11 @@ async def _await_exit(loop: asyncio.AbstractEventLoop, control: socket.socket) -
     except TimeoutError:
         return False
     return True
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _lock_beside(root: Path) -> int:

@@ -65,6 +65,12 @@ class RunSpec:
     # with its argv, main file, code, stdin and deadline (argv and the timeout here are
     # placeholders until then).
     standby: bool = False
+    # Besides the run root, what the run may not read though the server can: the server's
+    # secrets (an HTTP token file), which in shared mode share the run's uid.
+    hidden_paths: list[str] = field(default_factory=list)
+    # Symbolic links the supervisor makes in the fresh workdir: [path in it, target]
+    # (matplotlib's font list for Python runs; see packages.py).
+    links: list[list[str]] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()

@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from sandbox_mcp.sandbox import _libc, files, landlock, processes, seccomp, warm
+from sandbox_mcp.sandbox import _libc, files, landlock, processes, seccomp, warm, workspace
 from sandbox_mcp.sandbox.output import CapturedText, StreamCapture
 from sandbox_mcp.sandbox.spec import BuildOutcome, RunOutcome, RunSpec
 
@@ -84,6 +84,8 @@ class _Watch:
     build_outputs: tuple[int, ...] = ()
     errors: list[str] = field(default_factory=list)
     steps: list[_Step] = field(default_factory=list)
+    # The workdir's files once the caller's were written: what the run changes is listed.
+    before: workspace.Snapshot | None = None
 
     @property
     def current(self) -> _Step | None:
@@ -139,6 +141,7 @@ def supervise(spec: RunSpec, fds: RunFds, control: socket.socket) -> None:
             # 3. Write the snippet, then build when the language compiles; the program runs
             # only if that succeeded.
             _write_main(spec, fds.payload)
+            watch.before = workspace.snapshot(spec.workdir)
             watch.deadline = time.monotonic() + spec.limits.timeout_seconds
             if spec.build_argv:
                 watch.build = _build(spec, control, watch)
@@ -163,7 +166,8 @@ def supervise(spec: RunSpec, fds: RunFds, control: socket.socket) -> None:
             watch.limit = watch.limit or "cancelled"
         _close_quietly(fds.stdin, fds.stdout, fds.stderr, fds.payload)
         _kill_everything(watch, pool_mode)
-        _report(control, _outcome(spec, watch))
+        listing = _list_files(spec, watch)
+        _report(control, _outcome(spec, watch), listing)
         _remove_workdir(spec)
 
 
@@ -196,6 +200,7 @@ def _stand_by_then_run(
     )
     try:
         _write_main(spec, payload)
+        watch.before = workspace.snapshot(spec.workdir)
         handle.sendmsg(
             [json.dumps(spec.argv).encode()],
             [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [stdin]))],
@@ -314,22 +319,24 @@ def _make_workdir(spec: RunSpec) -> None:
     os.mkdir(spec.workdir, 0o700)
     os.mkdir(os.path.join(spec.workdir, ".tmp"), 0o700)
     os.mkdir(os.path.join(spec.workdir, ".build"), 0o700)
+    workspace.make_links(spec.workdir, spec.links)
 
 
 def _write_main(spec: RunSpec, payload: int) -> None:
-    target = os.path.join(spec.workdir, spec.main_file)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    out = os.open(target, flags, 0o600)
+    # The caller's files, then the main file (workspace.py has the payload's format).
+    workspace.write_payload(spec.workdir, spec.main_file, payload)
+
+
+def _list_files(spec: RunSpec, watch: _Watch) -> int | None:
+    """The files the run created or changed, as a memory file for the report; None when the
+    run never got as far as its snapshot or the listing failed (the error is reported)."""
+    if watch.before is None:
+        return None
     try:
-        size = os.fstat(payload).st_size
-        offset = 0
-        while offset < size:
-            sent = os.sendfile(out, payload, offset, size - offset)
-            if sent == 0:
-                break
-            offset += sent
-    finally:
-        os.close(out)
+        return workspace.collect(spec.workdir, watch.before)
+    except Exception as exc:  # the report must go out whatever the workdir holds
+        watch.errors.append(f"the workdir's files could not be listed: {exc}")
+        return None
 
 
 def _start(
@@ -422,7 +429,11 @@ def _prepare_child(
         os._exit(126)
     _libc.prctl(_libc.PR_SET_NO_NEW_PRIVS, 1)
     landlock.restrict(
-        spec.landlock_abi, spec.workdir, os.path.dirname(spec.workdir), DEVICE_DIRS, spec.network
+        spec.landlock_abi,
+        spec.workdir,
+        [os.path.dirname(spec.workdir), *spec.hidden_paths],
+        DEVICE_DIRS,
+        spec.network,
     )
     if not spec.seccomp:
         return
@@ -665,10 +676,21 @@ def _signal_name(number: int) -> str:
         return f"SIG{number}"
 
 
-def _report(control: socket.socket, outcome: RunOutcome) -> None:
-    # If the server is gone there is no one left to tell.
-    with contextlib.suppress(OSError):
-        control.send(json.dumps({"event": "exited", "outcome": outcome.to_dict()}).encode())
+def _report(control: socket.socket, outcome: RunOutcome, listing: int | None) -> None:
+    # If the server is gone there is no one left to tell. The listing of the run's files
+    # travels beside the report, as a sealed memory file.
+    message = [json.dumps({"event": "exited", "outcome": outcome.to_dict()}).encode()]
+    rights = (
+        []
+        if listing is None
+        else [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [listing]))]
+    )
+    try:
+        with contextlib.suppress(OSError):
+            control.sendmsg(message, rights)
+    finally:
+        if listing is not None:
+            os.close(listing)
 
 
 def _close_quietly(*fds: int) -> None:

@@ -8,13 +8,18 @@ from contextlib import asynccontextmanager
 from mcp.server import MCPServer
 
 from sandbox_mcp import __version__
+from sandbox_mcp.sandbox import packages
 from sandbox_mcp.sandbox.runner import Sandbox
-from sandbox_mcp.server import tools
+from sandbox_mcp.server import resources, tools
 from sandbox_mcp.server.arguments import StrictArguments
+from sandbox_mcp.server.metrics import RunMetrics
 
 
-def build(sandbox: Sandbox) -> MCPServer:
-    """An MCP server whose tools run code in `sandbox`. It starts and stops the sandbox."""
+def build(sandbox: Sandbox, metrics: RunMetrics | None = None) -> MCPServer:
+    """An MCP server whose tools run code in `sandbox`. It starts and stops the sandbox.
+
+    Its execute_code calls are counted in `metrics` (the HTTP transport serves them).
+    """
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[None]:
@@ -32,7 +37,9 @@ def build(sandbox: Sandbox) -> MCPServer:
         lifespan=lifespan,
         log_level=sandbox.settings.log_level.upper(),  # type: ignore[arg-type]
     )
-    tools.register(server, sandbox)
+    outputs = resources.OutputStore()
+    tools.register(server, sandbox, metrics if metrics is not None else RunMetrics(), outputs)
+    resources.register(server, outputs)
     server.middleware.append(StrictArguments(server))
     return server
 
@@ -47,11 +54,16 @@ def instructions(sandbox: Sandbox) -> str:
         if settings.network == "off"
         else "Snippets may open network connections."
     )
+    curated = packages.curated()
+    python_packages = f"Python has {', '.join(curated)} installed. " if curated else ""
     return (
         "Runs code snippets in isolated, single-use sandboxes. Each execute_code call gets a "
-        "fresh empty working directory and a non-root user; nothing persists between calls. "
-        "Write files only in the current directory. In shell code write errors with >&2, "
-        "not > /dev/stderr, which the sandbox refuses. "
+        "fresh working directory holding only its code and the files it sends, and a non-root "
+        "user; nothing persists between calls. Write files only in the current directory: "
+        "the files a run creates there are listed in the answer, images (a matplotlib "
+        "plt.show() or savefig) shown as images and small text files given as text. "
+        f"{python_packages}In shell code write errors with >&2, not > /dev/stderr, which the "
+        "sandbox refuses. "
         f"Limits per run: {settings.timeout:g} s wall clock by default (at most "
         f"{settings.max_timeout:g} s), {settings.memory_mb} MB of memory, "
         f"{settings.cpu_seconds} s of CPU, {settings.max_processes} processes, "

@@ -61,11 +61,12 @@ def check(tool: str, schema: Mapping[str, Any], arguments: object) -> str | None
         return f"{tool}: arguments must be an object, got {_json_type(arguments)}"
 
     properties: Mapping[str, Any] = schema.get("properties", {})
-    allowed = ", ".join(properties)
     unknown = [key for key in arguments if key not in properties]
     if unknown:
         names = ", ".join(repr(key) for key in unknown)
-        return f"{tool}: unknown argument {names}; allowed: {allowed}"
+        if not properties:
+            return f"{tool}: unknown argument {names}; this tool takes no arguments"
+        return f"{tool}: unknown argument {names}; allowed: {', '.join(properties)}"
 
     missing = [key for key in schema.get("required", []) if key not in arguments]
     if missing:
@@ -87,6 +88,26 @@ def check(tool: str, schema: Mapping[str, Any], arguments: object) -> str | None
                         f"{tool}: argument {key!r} must be a list of {' or '.join(items)}; "
                         f"item {index} is {_json_type(item)}"
                     )
+        out_of_range = _out_of_range(properties[key], value)
+        if out_of_range:
+            return f"{tool}: argument {key!r} must be {out_of_range}, got {value!r}"
+    return None
+
+
+def _out_of_range(spec: Mapping[str, Any], value: object) -> str | None:
+    # The bound a number breaks, in words; pydantic's own message names Python types.
+    if not _JSON_TYPES["number"](value):
+        return None
+    for option in [spec, *spec.get("anyOf", [])]:
+        for keyword, words, broken in (
+            ("exclusiveMinimum", "greater than", lambda bound: value <= bound),
+            ("minimum", "at least", lambda bound: value < bound),
+            ("exclusiveMaximum", "less than", lambda bound: value >= bound),
+            ("maximum", "at most", lambda bound: value > bound),
+        ):
+            bound = option.get(keyword)
+            if isinstance(bound, int | float) and broken(bound):
+                return f"{words} {bound:g}"
     return None
 
 

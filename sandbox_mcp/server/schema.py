@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 Limit = Literal[
     "timeout",
@@ -31,6 +31,38 @@ class CompileInfo(BaseModel):
     stdout: str
     stderr: str = Field(description="The compiler's diagnostics, head and tail when long.")
     duration_ms: float
+
+
+class InputFileSpec(BaseModel):
+    """A file execute_code writes into the working directory before the run."""
+
+    # A misspelt key (`contents`, `mode`) is refused, not silently dropped.
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="Relative path, e.g. 'lib/util.py' or 'data/input.csv'.")
+    content: str = Field(description="The file's content: text, or base64 (see encoding).")
+    encoding: Literal["text", "base64"] = Field(
+        default="text", description="'text' (UTF-8) or 'base64' for binary content."
+    )
+
+
+class FileInfo(BaseModel):
+    """A regular file the run created or changed in its working directory."""
+
+    path: str = Field(description="Path relative to the working directory.")
+    size: int = Field(description="Size in bytes.")
+    mime_type: str = Field(description="Type from the file's first bytes, else its extension.")
+    status: Literal["created", "modified"]
+    content: str | None = Field(
+        default=None,
+        description="The file's text, for text files of at most 8 KB (64 KB in all per run) "
+        "and SVG of at most 256 KB; null otherwise.",
+    )
+    image: bool = Field(
+        default=False,
+        description="Whether the file (PNG, JPEG, GIF, WEBP, at most 1 MB, 4 MB per run) is "
+        "in the answer's content as an image.",
+    )
 
 
 class ExecutionResult(BaseModel):
@@ -62,6 +94,20 @@ class ExecutionResult(BaseModel):
     )
     notes: list[str] = Field(
         default_factory=list, description="Anything the caller should know about this run."
+    )
+    files: list[FileInfo] = Field(
+        default_factory=list,
+        description="Files the run created or changed in its working directory (at most "
+        "50), but .tmp/ and .build/; unchanged input files are left out.",
+    )
+    files_unlisted: int = Field(default=0, description="Further changed files not listed.")
+    stdout_uri: str | None = Field(
+        default=None,
+        description="When stdout was shortened: a resource with the whole of it (first 10 "
+        "MB), readable for 15 minutes.",
+    )
+    stderr_uri: str | None = Field(
+        default=None, description="The same for stderr, when it was shortened."
     )
 
 
@@ -102,6 +148,11 @@ class LanguageInfo(BaseModel):
     compiled: bool = Field(description="Whether a build step runs before the program.")
     remark: str | None = Field(
         default=None, description="What to know about this runtime, e.g. that it is old."
+    )
+    packages: list[str] = Field(
+        default_factory=list,
+        description="Installed packages beyond the standard library, as 'name version' "
+        "(Python: numpy, pandas, matplotlib, ...). Nothing else can be installed.",
     )
 
 

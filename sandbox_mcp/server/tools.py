@@ -16,18 +16,23 @@ import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, ResourceLink, TextContent, ToolAnnotations
 from pydantic import Field
 
 from sandbox_mcp import __version__
 from sandbox_mcp.errors import SandboxError
+from sandbox_mcp.sandbox import packages, workspace
 from sandbox_mcp.sandbox.languages import LANGUAGES
 from sandbox_mcp.sandbox.progress import RunProgress
 from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox, ValidationResult
+from sandbox_mcp.server import files as run_files
+from sandbox_mcp.server.metrics import RunMetrics
+from sandbox_mcp.server.resources import OutputStore, output_uri
 from sandbox_mcp.server.schema import (
     CompileInfo,
     DiagnosticInfo,
     ExecutionResult,
+    InputFileSpec,
     KernelLayers,
     LanguageInfo,
     LanguageList,
@@ -62,9 +67,16 @@ def _clean_doc(function: _Tool) -> _Tool:
     return function
 
 
-def register(server: MCPServer, sandbox: Sandbox) -> None:
-    """Add `execute_code`, `validate_code` and `list_languages` to `server`."""
+def register(
+    server: MCPServer, sandbox: Sandbox, metrics: RunMetrics, outputs: OutputStore | None = None
+) -> None:
+    """Add `execute_code`, `validate_code` and `list_languages` to `server`.
+
+    Each execute_code call is counted in `metrics` when it ends; whole outputs that an
+    answer shortened go to `outputs` (see resources.py).
+    """
     settings = sandbox.settings
+    outputs = outputs if outputs is not None else OutputStore()
     network_closed = settings.network == "off"
 
     @server.tool(
@@ -99,44 +111,88 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
                 ),
             ),
         ] = None,
+        files: Annotated[
+            list[InputFileSpec],
+            Field(
+                description="Files written into the working directory before the build and "
+                "the run: other modules, classes, data. Relative paths without '..'; at most "
+                f"{workspace.MAX_INPUT_FILES} files, {settings.max_files_bytes} bytes in all."
+            ),
+        ] = [],  # noqa: B006 - as args
         ctx: Context | None = None,
     ) -> Annotated[CallToolResult, ExecutionResult]:
         """Run a code snippet in a fresh, isolated sandbox and return its output.
 
-        Each call starts from nothing: a new empty working directory (the current directory,
-        also $HOME and $TMPDIR), a non-root user, no state from earlier calls. Write files
-        only there. Compiled languages (C, C++, Go, Rust, Java, Kotlin) are built first;
-        a failed build is reported in `compile` and the program does not run. Java: a public
-        class names the file; main() may be in any class. Kotlin and Scala run as scripts
-        unless the code declares main. JavaScript is CommonJS unless it uses import/export.
+        Each call starts from nothing: a new working directory (the current directory, also
+        $HOME) holding only the code and the `files` you send, a non-root user, no state from
+        earlier calls. Write files only there. Files the run creates or changes there are
+        listed in `files` (not those under .tmp/, which is $TMPDIR, nor build products):
+        images (PNG, JPEG, GIF, WEBP up to 1 MB) come back as images, small text files
+        (up to 8 KB) and SVG as text, others by name and size only. Python has numpy,
+        pandas, matplotlib, scipy, sympy, pillow and tabulate (list_languages has the
+        versions); nothing else can be installed. matplotlib draws headless: plt.show()
+        saves each figure as figure_N.png, which comes back as an image, as does savefig.
+        Output longer than shown is cut to head and tail; the whole (first 10 MB) is then
+        readable for 15 minutes at the resource in stdout_uri / stderr_uri. Compiled
+        languages (C, C++, Go, Rust, Java, Kotlin) are built first; a failed build is
+        reported in `compile` and the program does not run. Java: a public class names the
+        file; main() may be in any class. Other source files sent in `files` are compiled in
+        for Java (found by class name) and Kotlin (every .kt), and Rust follows `mod x;`; C,
+        C++ and Go build the main file alone (headers aside), TypeScript transpiles only the
+        main file. Kotlin and Scala run as scripts unless the code declares main.
+        JavaScript is CommonJS unless it uses import/export.
         The run is killed at the deadline and when it exceeds its memory, CPU, process, file
         or output limits; `limit` then says which. A program that fails or exits non-zero is
         a normal result (see exit_code and stderr), not an error. When the server is busy
         the call may wait for a free slot (not counted against the deadline) or be refused
         with "server busy": wait a little and call again.
         """
-        request = RunRequest(
-            language=language,
-            code=code,
-            stdin=stdin,
-            args=tuple(args),
-            filename=filename,
-            timeout_seconds=timeout_seconds,
-        )
         progress = RunProgress()
         # A plain task, not a task group: a group would wrap SandboxError in a group.
         reporter = asyncio.ensure_future(_report_progress(ctx, progress)) if ctx else None
         try:
+            request = RunRequest(
+                language=language,
+                code=code,
+                stdin=stdin,
+                args=tuple(args),
+                filename=filename,
+                timeout_seconds=timeout_seconds,
+                files=tuple(
+                    workspace.decode_input(item.path, item.content, item.encoding) for item in files
+                ),
+            )
             result = await sandbox.run(request, progress)
         except SandboxError as exc:
+            metrics.record_error(language, exc)
             raise ToolError(str(exc)) from exc
         finally:
             if reporter is not None:
                 reporter.cancel()
+        metrics.record_result(result)
 
+        structured = _structured(result)
+        links: list[ResourceLink] = []
+        for stream, full in (("stdout", result.stdout_full), ("stderr", result.stderr_full)):
+            if full is not None and outputs.put(result.run_id, stream, full):
+                uri = output_uri(result.run_id, stream)
+                setattr(structured, f"{stream}_uri", uri)
+                links.append(
+                    ResourceLink(
+                        type="resource_link",
+                        name=f"{stream} of run {result.run_id}",
+                        uri=uri,
+                        mime_type="text/plain",
+                        size=len(full),
+                    )
+                )
         return CallToolResult(
-            content=[TextContent(type="text", text=summary(result))],
-            structured_content=_structured(result).model_dump(mode="json"),
+            content=[
+                TextContent(type="text", text=summary(result)),
+                *run_files.content_blocks(result),
+                *links,
+            ],
+            structured_content=structured.model_dump(mode="json"),
         )
 
     @server.tool(annotations=_annotations("Check code without running it", read_only=True))
@@ -228,6 +284,9 @@ def register(server: MCPServer, sandbox: Sandbox) -> None:
                     reason=info.reason,
                     compiled=info.language.build is not None,
                     remark=info.language.remark,
+                    packages=[f"{name} {version}" for name, version in packages.installed()]
+                    if info.language.id == "python"
+                    else [],
                 )
                 for info in await sandbox.runtimes()
             ]
@@ -296,7 +355,9 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
     if settings.network == "off" and can_open:
         notes.append("the network is meant to be off but a sandboxed child opened a socket")
     if not posture.run_root_exec:
-        notes.append("the run root is noexec: compiled languages are unavailable")
+        notes.append(
+            "the run root is noexec: compiled languages cannot run (validate_code checks them)"
+        )
 
     return ServerInfo(
         version=__version__,
@@ -318,6 +379,7 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
             "output_bytes": settings.output_bytes,
             "max_output_bytes": settings.max_output_bytes,
             "max_code_bytes": settings.max_code_bytes,
+            "max_files_bytes": settings.max_files_bytes,
             "max_concurrent_runs": settings.max_concurrent_runs,
             "max_queued": settings.max_queued,
             "queue_timeout_seconds": settings.queue_timeout,
@@ -392,6 +454,8 @@ def _structured(result: RunResult) -> ExecutionResult:
             duration_ms=compiled.duration_ms,
         ),
         notes=list(result.notes),
+        files=run_files.file_infos(result),
+        files_unlisted=result.files_unlisted,
     )
 
 
@@ -440,6 +504,7 @@ def summary(result: RunResult) -> str:
     ran = compiled is None or compiled.succeeded
     if ran and not (result.stdout_bytes or result.stderr_bytes):
         lines.append("(no output)")
+    lines += run_files.summary_lines(result)
     lines += [f"note: {note}" for note in result.notes]
     return "\n".join(lines)
 

@@ -419,7 +419,7 @@ def test_output_that_only_says_all_is_well_gives_nothing(language: str, output: 
     assert parse(language, output, "main") == []
 
 
-def test_multi_line_messages_keep_their_first_line_and_the_caret_column() -> None:
+def test_multi_line_messages_keep_their_details_and_the_caret_column() -> None:
     output = (
         "main.scala:3: error: type mismatch;\n"
         " found   : Int(1)\n"
@@ -430,7 +430,9 @@ def test_multi_line_messages_keep_their_first_line_and_the_caret_column() -> Non
     )
 
     # scalac expands the tabs in the caret line, so the caret's offset is not the column.
-    assert parse("scala", output, "main.scala") == [Diagnostic(3, 19, "error", "type mismatch;")]
+    assert parse("scala", output, "main.scala") == [
+        Diagnostic(3, 19, "error", "type mismatch;\nfound   : Int(1)\nrequired: String")
+    ]
 
 
 def test_error_codes_stay_in_the_message() -> None:

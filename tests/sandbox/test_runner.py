@@ -747,6 +747,56 @@ async def test_the_rest_of_the_filesystem_stays_readable(sandbox: Sandbox) -> No
     assert result.exit_code == 0
 
 
+async def test_hidden_paths_cannot_be_read_though_their_siblings_can(sandbox: Sandbox) -> None:
+    secrets_dir = Path("/tmp") / f"sandbox-mcp-secrets-{os.getpid()}"
+    secrets_dir.mkdir(mode=0o755, exist_ok=True)
+    try:
+        (secrets_dir / "token").write_text("s3cret\n")
+        (secrets_dir / "public").write_text("open\n")
+        for name in ("token", "public"):
+            (secrets_dir / name).chmod(0o644)
+        sandbox.hidden_paths = [str(secrets_dir / "token")]
+
+        result = await run(
+            sandbox, "bash", f"cat {secrets_dir}/public; cat {secrets_dir}/token || echo refused"
+        )
+    finally:
+        for name in ("token", "public"):
+            (secrets_dir / name).unlink(missing_ok=True)
+        secrets_dir.rmdir()
+
+    assert result.stdout == "open\nrefused\n"
+    assert "Permission denied" in result.stderr
+
+
+async def test_the_http_token_file_is_hidden_from_runs_even_through_a_symlink(
+    run_root: Path,
+) -> None:
+    secrets_dir = Path("/tmp") / f"sandbox-mcp-token-{os.getpid()}"
+    (secrets_dir / "data").mkdir(parents=True, mode=0o755, exist_ok=True)
+    token = secrets_dir / "data" / "token"
+    token.write_text("a-token-of-sixteen-chars\n")
+    token.chmod(0o644)
+    link = secrets_dir / "token"
+    link.unlink(missing_ok=True)
+    link.symlink_to("data/token")
+    try:
+        box = await start_sandbox(run_root, auth_token_file=link)
+        try:
+            result = await run(box, "bash", f"cat {link} {token} 2>&1; echo done")
+        finally:
+            await box.close()
+    finally:
+        link.unlink()
+        token.unlink()
+        (secrets_dir / "data").rmdir()
+        secrets_dir.rmdir()
+
+    assert "a-token" not in result.stdout
+    assert result.stdout.count("Permission denied") == 2
+    assert result.stdout.endswith("done\n")
+
+
 async def test_snippets_start_with_default_signal_dispositions(sandbox: Sandbox) -> None:
     # Python ignores SIGPIPE and SIGXFSZ for itself; a snippet must not inherit that.
     result = await run(

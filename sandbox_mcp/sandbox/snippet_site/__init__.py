@@ -1,0 +1,1 @@
+"""Modules on the snippets' Python path (not imported by the server): see packages.py."""

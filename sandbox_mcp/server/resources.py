@@ -1,0 +1,86 @@
+"""The whole output of runs whose output was cut, as MCP resources for a while.
+
+When a stream was shortened to head and tail, its first `FULL_OUTPUT_BYTES` (the core keeps
+them) stay readable as `sandbox://runs/{run_id}/stdout` (or `stderr`) for `KEEP_SECONDS`. They
+are held in this process's memory, never on disk where a run could reach them, at most
+`MAX_TOTAL_BYTES` in all: the oldest go first when a new one needs room.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+
+KEEP_SECONDS = 15 * 60
+MAX_TOTAL_BYTES = 64 * 1024 * 1024
+URI_TEMPLATE = "sandbox://runs/{run_id}/{stream}"
+STREAMS = ("stdout", "stderr")
+
+
+def output_uri(run_id: str, stream: str) -> str:
+    """The resource URI of one stream of one run."""
+    return URI_TEMPLATE.format(run_id=run_id, stream=stream)
+
+
+class OutputStore:
+    """Bounded, expiring storage of whole output streams, by (run id, stream)."""
+
+    def __init__(self, keep_seconds: float = KEEP_SECONDS, max_bytes: int = MAX_TOTAL_BYTES):
+        self.keep_seconds = keep_seconds
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def put(self, run_id: str, stream: str, data: bytes) -> bool:
+        """Keep `data`; False when it alone is larger than the store."""
+        if len(data) > self.max_bytes:
+            return False
+        with self._lock:
+            self._expire(time.monotonic())
+            while self._entries and self._bytes + len(data) > self.max_bytes:
+                _key, (_at, dropped) = self._entries.popitem(last=False)
+                self._bytes -= len(dropped)
+            self._entries[(run_id, stream)] = (time.monotonic(), data)
+            self._bytes += len(data)
+        return True
+
+    def get(self, run_id: str, stream: str) -> bytes | None:
+        """The stream, or None when it expired, was dropped or never was."""
+        with self._lock:
+            self._expire(time.monotonic())
+            entry = self._entries.get((run_id, stream))
+        return entry[1] if entry else None
+
+    def _expire(self, now: float) -> None:
+        while self._entries:
+            key, (at, data) = next(iter(self._entries.items()))
+            if now - at < self.keep_seconds:
+                return
+            del self._entries[key]
+            self._bytes -= len(data)
+
+
+def register(server: MCPServer, store: OutputStore) -> None:
+    """Publish the stored streams as the resource template `URI_TEMPLATE`."""
+
+    @server.resource(
+        URI_TEMPLATE,
+        name="run_output",
+        title="Whole output of a run",
+        description="The whole stdout or stderr of a run whose output the answer shortened "
+        f"(first 10 MB), readable for {KEEP_SECONDS // 60} minutes after the run.",
+        mime_type="text/plain",
+    )
+    def run_output(run_id: str, stream: str) -> str:
+        data = store.get(run_id, stream) if stream in STREAMS else None
+        if data is None:
+            raise ResourceNotFoundError(
+                f"no stored {stream} for run {run_id}: only shortened output is kept, for "
+                f"{KEEP_SECONDS // 60} minutes"
+            )
+        return data.decode("utf-8", errors="replace")

@@ -1,0 +1,310 @@
+"""The Streamable HTTP transport: `sandbox-mcp --transport http` as a subprocess, driven by the
+official SDK's Streamable HTTP client and by plain HTTP requests."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from sandbox_mcp import __version__
+from tests.http_server import (
+    HttpServer,
+    free_port,
+    fresh_run_root,
+    remove_run_root,
+    running_server,
+)
+from tests.support import server_command
+
+TOKEN = secrets.token_hex(24)
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "test", "version": "0"},
+    },
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[HttpServer]:
+    """One server with a token from a file (trailing newline and all) for the module."""
+    run_root = fresh_run_root()
+    token_file = run_root.with_name(run_root.name + ".token")
+    token_file.write_text(TOKEN + "\n")
+    try:
+        with running_server(run_root, 1, "--auth-token-file", str(token_file)) as started:
+            yield HttpServer(started.port, TOKEN, started.log_path)
+    finally:
+        token_file.unlink(missing_ok=True)
+        leftovers = remove_run_root(run_root)
+    assert not leftovers, f"workdirs left behind: {leftovers}"
+
+
+def runs_counted(metrics: str) -> dict[str, float]:
+    """The sandbox_mcp_runs_total samples of a /metrics page, by their labels."""
+    return {
+        labels: float(value)
+        for labels, value in re.findall(r"^sandbox_mcp_runs_total\{(.*)\} (\S+)$", metrics, re.M)
+    }
+
+
+def gauge(metrics: str, name: str) -> float:
+    found = re.search(rf"^{name} (\S+)$", metrics, re.M)
+    assert found, f"{name} missing from /metrics:\n{metrics}"
+    return float(found.group(1))
+
+
+async def call_execute(server: HttpServer, code: str) -> dict[str, object]:
+    async with (
+        httpx2.AsyncClient(headers=server.headers()) as http,
+        Client(streamable_http_client(server.url, http_client=http)) as client,
+    ):
+        tools = {tool.name for tool in (await client.list_tools()).tools}
+        assert {"execute_code", "validate_code", "list_languages", "server_info"} <= tools
+        result = await client.call_tool("execute_code", {"language": "python", "code": code})
+    assert not result.is_error, result
+    return result.structured_content
+
+
+@pytest.mark.anyio
+async def test_with_the_token_a_python_snippet_runs_and_is_counted(server: HttpServer) -> None:
+    before = runs_counted(server.metrics()).get('language="python",outcome="ok"', 0)
+
+    content = await call_execute(server, "import sys; print('over http', sys.version_info[0])")
+
+    assert content["stdout"] == "over http 3\n"
+    assert content["exit_code"] == 0
+    metrics = server.metrics()
+    assert runs_counted(metrics)['language="python",outcome="ok"'] == before + 1
+    assert re.search(
+        r'^sandbox_mcp_run_duration_seconds_count\{language="python"\} [1-9]', metrics, re.M
+    )
+    assert gauge(metrics, "sandbox_mcp_runs_in_flight_high_water") >= 1
+    assert gauge(metrics, "sandbox_mcp_runs_in_flight") == 0
+    assert gauge(metrics, "sandbox_mcp_runs_queued") == 0
+
+
+@pytest.mark.anyio
+async def test_a_call_as_large_as_the_limits_allow_fits_in_one_request(server: HttpServer) -> None:
+    # The default SANDBOX_MAX_CODE_BYTES (4 MiB) of code and 2 MiB of stdin: more than the
+    # SDK's own 4 MiB body limit, which would answer 413.
+    code = "import sys\n" + "#" * (4 * 1024 * 1024 - 100) + "\nprint(len(sys.stdin.read()))\n"
+    async with (
+        httpx2.AsyncClient(headers=server.headers()) as http,
+        Client(streamable_http_client(server.url, http_client=http)) as client,
+    ):
+        result = await client.call_tool(
+            "execute_code", {"language": "python", "code": code, "stdin": "x" * 2 * 1024 * 1024}
+        )
+
+    assert not result.is_error, result
+    assert result.structured_content["stdout"] == f"{2 * 1024 * 1024}\n"
+
+
+def test_a_body_beyond_every_limit_is_refused(server: HttpServer) -> None:
+    headers = {**MCP_HEADERS, **server.headers()}
+    body = b" " * (14 * 1024 * 1024)  # 4 MiB code + 8 MiB stdin + 64 KiB args + 1 MiB, and more
+
+    response = httpx2.post(server.url, content=body, headers=headers, timeout=60)
+
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("authorization", "problem"),
+    [
+        (None, "missing bearer token"),
+        (f"Bearer {TOKEN[:-1]}x", "wrong bearer token"),
+        ("Bearer", "not a bearer token"),
+        (f"Basic {TOKEN}", "not a bearer token"),
+        (f"Bearer {TOKEN} extra", "wrong bearer token"),
+    ],
+)
+def test_a_request_without_the_right_token_is_refused_and_runs_nothing(
+    server: HttpServer, authorization: str | None, problem: str
+) -> None:
+    before = server.metrics()
+    call = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "execute_code", "arguments": {"language": "bash", "code": "echo hi"}},
+    }
+    headers = dict(MCP_HEADERS)
+    if authorization is not None:
+        headers["Authorization"] = authorization
+
+    for body in (INITIALIZE, call):
+        response = httpx2.post(server.url, json=body, headers=headers, timeout=30)
+
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer ")
+        assert problem in response.text
+        assert TOKEN not in response.text
+    after = server.metrics()
+    assert runs_counted(after) == runs_counted(before)
+    assert 'language="bash"' not in after
+    assert f"refused POST /mcp from 127.0.0.1: {problem}" in server.log()
+    assert TOKEN not in server.log()
+
+
+def test_metrics_need_the_token(server: HttpServer) -> None:
+    response = httpx2.get(f"{server.base}/metrics", timeout=30)
+
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="sandbox-mcp"'
+    assert "sandbox_mcp_" not in response.text
+
+
+def test_metrics_are_in_the_prometheus_text_format(server: HttpServer) -> None:
+    response = httpx2.get(f"{server.base}/metrics", headers=server.headers(), timeout=30)
+
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    for line in response.text.splitlines():
+        assert re.fullmatch(
+            r"# (HELP|TYPE) sandbox_mcp_\w+ .+|sandbox_mcp_\w+(\{[^}]*\})? [0-9.e+-]+", line
+        ), line
+    for family, kind in (
+        ("sandbox_mcp_runs_total", "counter"),
+        ("sandbox_mcp_limits_total", "counter"),
+        ("sandbox_mcp_run_duration_seconds", "histogram"),
+        ("sandbox_mcp_runs_in_flight", "gauge"),
+        ("sandbox_mcp_runs_in_flight_high_water", "gauge"),
+        ("sandbox_mcp_runs_queued", "gauge"),
+    ):
+        assert f"# TYPE {family} {kind}\n" in response.text
+
+
+@pytest.mark.parametrize("path", ["/mcp", "/metrics"])
+def test_a_foreign_host_header_is_refused_even_with_the_token(
+    server: HttpServer, path: str
+) -> None:
+    headers = {**MCP_HEADERS, **server.headers(), "Host": f"attacker.example:{server.port}"}
+
+    if path == "/mcp":
+        response = httpx2.post(f"{server.base}{path}", json=INITIALIZE, headers=headers, timeout=30)
+    else:
+        response = httpx2.get(f"{server.base}{path}", headers=headers, timeout=30)
+
+    assert response.status_code == 421
+    assert "sandbox_mcp_" not in response.text
+
+
+def test_a_foreign_origin_is_refused(server: HttpServer) -> None:
+    headers = {**MCP_HEADERS, **server.headers(), "Origin": "http://attacker.example"}
+
+    response = httpx2.post(server.url, json=INITIALIZE, headers=headers, timeout=30)
+
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_probes_answer_without_the_token_and_reveal_nothing(server: HttpServer, path: str) -> None:
+    response = httpx2.get(f"{server.base}{path}", timeout=30)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == ("ok" if path == "/healthz" else "ready")
+    assert set(body) <= {"status", "languages_available"}
+    assert "server" not in response.headers
+    text = response.text + json.dumps(dict(response.headers))
+    for secret in ("/tmp", "sandbox-mcp-test", __version__, "uvicorn", "python", "uid"):
+        assert secret not in text
+
+
+@pytest.mark.anyio
+async def test_a_loopback_server_without_a_token_serves_and_says_it_is_open() -> None:
+    run_root = fresh_run_root()
+    try:
+        with running_server(run_root, 2) as server:
+            content = await call_execute(server, "print(6 * 7)")
+            metrics = server.metrics()
+            log = server.log()
+    finally:
+        leftovers = remove_run_root(run_root)
+
+    assert content["stdout"] == "42\n"
+    assert runs_counted(metrics) == {'language="python",outcome="ok"': 1}
+    assert "no auth token: any process on this machine" in log
+    assert not leftovers
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (
+            ["--host", "0.0.0.0"],  # noqa: S104 - refused before it binds
+            {},
+            "without a bearer token (SANDBOX_AUTH_TOKEN, or --auth-token-file PATH) and the "
+            "Host names clients use (--allowed-hosts or SANDBOX_ALLOWED_HOSTS",
+        ),
+        (
+            ["--host", "0.0.0.0"],  # noqa: S104
+            {"SANDBOX_AUTH_TOKEN": TOKEN},
+            "without the Host names clients use (--allowed-hosts or SANDBOX_ALLOWED_HOSTS",
+        ),
+        (
+            ["--allowed-hosts", "sandbox.example:8080"],
+            {"SANDBOX_HOST": "0.0.0.0"},  # noqa: S104
+            "refusing to serve HTTP on 0.0.0.0, beyond loopback, without a bearer token",
+        ),
+        (["--auth-token-file", "/nonexistent/token"], {}, "cannot read the auth token file"),
+        (["--auth-token-file", "/dev/null"], {}, "the auth token file /dev/null is empty"),
+        ([], {"SANDBOX_AUTH_TOKEN": "short"}, "use at least 16"),
+    ],
+)
+def test_an_unsafe_or_broken_http_setup_refuses_to_start(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
+    port = free_port()
+    run_root = fresh_run_root()
+
+    completed = subprocess.run(
+        [server_command(), "--transport", "http", "--port", str(port), *args],
+        env={"PATH": os.environ["PATH"], "SANDBOX_RUN_ROOT": str(run_root), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert completed.returncode == 2, completed.stderr
+    assert message in completed.stderr
+    assert not run_root.exists()
+    assert TOKEN not in completed.stderr
+
+
+def test_a_stdio_server_does_not_load_the_http_transport() -> None:
+    # The SDK itself imports starlette and uvicorn (through sse_starlette) with mcp.server,
+    # so what a stdio start can avoid is this project's HTTP module and what it builds.
+    code = (
+        "import sys\n"
+        "from sandbox_mcp import cli\n"
+        "from sandbox_mcp.config import Settings\n"
+        "from sandbox_mcp.sandbox.runner import Sandbox\n"
+        "from sandbox_mcp.server.app import build\n"
+        "build(Sandbox(Settings.load([], {})[0]))\n"
+        "print(sorted(name for name in sys.modules if name.startswith('sandbox_mcp.server')))\n"
+    )
+
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+
+    loaded = completed.stdout.strip()
+    assert "sandbox_mcp.server.app" in loaded
+    assert "sandbox_mcp.server.http" not in loaded
