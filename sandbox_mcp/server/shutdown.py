@@ -25,7 +25,7 @@ from sandbox_mcp.sandbox.runner import Sandbox
 
 logger = logging.getLogger(__name__)
 # Time for the answers of the runs that finished during the grace to be written out.
-_ANSWER_FLUSH_SECONDS = 0.5
+_ANSWER_FLUSH_SECONDS = 1.0
 
 
 async def serve_until_terminated(serve: Callable[[], Awaitable[None]], sandbox: Sandbox) -> None:

@@ -8,6 +8,7 @@ with the processes and workdirs it leaves (or does not) on the machine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -17,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 
+from tests.http_server import running_server
 from tests.support import server_command, uid_base
 
 pytestmark = pytest.mark.anyio
@@ -360,3 +364,34 @@ async def test_json_log_has_one_line_per_run_without_the_code(
     assert runs[0]["run_id"] == result.structured_content["run_id"]
     assert (runs[0]["language"], runs[0]["exit_code"], runs[0]["stdout_bytes"]) == ("python", 0, 3)
     assert secret not in text
+
+
+# --- SIGTERM over HTTP -------------------------------------------------------------------------
+
+
+async def test_sigterm_over_http_ends_a_long_run_after_the_grace_and_answers(
+    run_root: Path,
+) -> None:
+    result = None
+    with running_server(
+        run_root, 4, "--run-root", str(run_root), SANDBOX_SHUTDOWN_GRACE="2"
+    ) as server:
+        process_id = server_pid(run_root)
+        # The client's goodbye (ending its session) may find the server gone: only the
+        # answer matters here, and it arrives before.
+        with contextlib.suppress(ExceptionGroup, httpx2.HTTPError):
+            async with (
+                httpx2.AsyncClient(headers=server.headers()) as http,
+                Client(streamable_http_client(server.url, http_client=http)) as client,
+            ):
+                call = asyncio.ensure_future(execute(client, "sleep 60.25"))
+                assert await until(lambda: live_processes("sleep 60.25"), 10)
+                os.kill(process_id, signal.SIGTERM)
+                with anyio.fail_after(2 + 20):
+                    result = await call
+        assert await until(lambda: not live_processes(f"--run-root {run_root}"), 20)
+
+    assert result is not None, "no answer came before the server stopped"
+    assert result.structured_content["limit"] == "cancelled"
+    assert live_processes("sleep 60.25") == []
+    assert workdirs(run_root) == []
