@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -94,7 +93,6 @@ class Admission:
 
         waiter = _Waiter(need, asyncio.get_running_loop().create_future())
         self._waiting.append(waiter)
-        started = time.monotonic()
         try:
             await asyncio.wait_for(asyncio.shield(waiter.granted), self.queue_timeout)
         except BaseException as exc:
@@ -107,8 +105,8 @@ class Admission:
                 waiter.granted.cancel()
             self._grant()
             if isinstance(exc, TimeoutError):
-                waited = time.monotonic() - started
-                raise self._refusal(f"waited {waited:.0f} s for a slot; ") from None
+                limit = f"{self.queue_timeout:g} s"
+                raise self._refusal(f"waited {limit} for a slot; ") from None
             raise
 
     def _leave(self, need: int) -> None:

@@ -93,7 +93,7 @@ async def test_a_call_that_waits_past_the_queue_timeout_is_refused() -> None:
     running = asyncio.ensure_future(hold(admission, 1, release, []))
     await settle()
 
-    waited = r"server busy: waited 0 s for a slot; 1 run executing, 0 waiting; try again"
+    waited = r"server busy: waited 0.2 s for a slot; 1 run executing, 0 waiting; try again"
     with pytest.raises(ServerBusy, match=waited):
         async with admission.slot(1):
             pass

@@ -129,9 +129,10 @@ async def test_sixteen_calls_on_four_slots_all_answer_and_at_most_four_run(
         tokens = [os.urandom(6).hex() for _ in range(16)]
         results = await asyncio.gather(
             *(
-                execute(client, f"print({token!r})", "python")
+                # Each holds its slot half a second: all sixteen are sent before four end.
+                execute(client, f"import time\ntime.sleep(0.5)\nprint({token!r})", "python")
                 if index % 2
-                else execute(client, f"sleep 0.3; echo {token}")
+                else execute(client, f"sleep 0.5; echo {token}")
                 for index, token in enumerate(tokens)
             )
         )
@@ -148,7 +149,7 @@ async def test_a_call_beyond_the_queue_bound_is_refused_as_busy(run_root: Path) 
     async with connected(
         run_root, SANDBOX_MAX_CONCURRENT_RUNS="1", SANDBOX_MAX_QUEUED="1"
     ) as client:
-        results = await asyncio.gather(*(execute(client, "sleep 1; echo done") for _ in range(3)))
+        results = await asyncio.gather(*(execute(client, "sleep 2; echo done") for _ in range(3)))
         after = await execute(client, "echo still serving")
 
     refused = [result for result in results if result.is_error]
