@@ -397,6 +397,13 @@ class Settings:
             _check_token(self.auth_token)
         if self.transport == "http" and not self.binds_loopback:
             self._check_exposed()
+        if self.transport == "http" and self.network == "on" and self.auth_token is None:
+            # A snippet with the network could call the server itself and start runs that
+            # escape its own deadline and limits.
+            raise ConfigurationError(
+                "SANDBOX_NETWORK=on over HTTP needs a bearer token (SANDBOX_AUTH_TOKEN or "
+                "--auth-token-file): without one, snippets could call this server themselves"
+            )
 
     @property
     def binds_loopback(self) -> bool:

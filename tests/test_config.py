@@ -209,3 +209,13 @@ def test_admission_defaults_are_measured_and_auto_may_be_asked_for() -> None:
 def test_bad_admission_settings_name_the_variable(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         Settings.load([], environ)
+
+
+def test_http_with_the_network_on_needs_a_token() -> None:
+    base = {"SANDBOX_TRANSPORT": "http", "SANDBOX_NETWORK": "on"}
+
+    with pytest.raises(ConfigurationError, match="snippets could call this server"):
+        Settings.load([], base)
+    settings, _ = Settings.load([], {**base, "SANDBOX_AUTH_TOKEN": "t" * 32})
+    assert settings.network == "on"
+    Settings.load([], {"SANDBOX_NETWORK": "on"})  # stdio: no port for a snippet to call

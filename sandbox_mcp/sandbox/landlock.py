@@ -147,6 +147,10 @@ def readable_around(hidden: Iterable[str]) -> list[str]:
     paths, grant it on every sibling of each directory on the way down to them. Entries
     created later next to those paths (a new directory in /tmp, say) stay unreadable. A
     directory that cannot be listed on the way stays unreadable as a whole.
+
+    Symbolic links are left out: a rule on a link grants its target, which may be the very
+    path to hide (Kubernetes mounts a secret as `token -> ..data/token`, `..data -> ..<time>`).
+    What a link such as /bin -> usr/bin points to is granted as itself.
     """
     # Each directory on the way to a hidden path, with the names below it that lead on.
     ways: dict[str, set[str]] = {}
@@ -168,7 +172,9 @@ def readable_around(hidden: Iterable[str]) -> list[str]:
         except OSError:
             continue
         readable.extend(
-            os.path.join(directory, name) for name in entries if name not in ways[directory]
+            os.path.join(directory, name)
+            for name in entries
+            if name not in ways[directory] and not os.path.islink(os.path.join(directory, name))
         )
     return readable
 

@@ -244,12 +244,10 @@ class Sandbox:
         # Waits for supervisors to exit after their answers, to give their uids back.
         self._finishing: set[asyncio.Task[None]] = set()
         # Files and directories of the server's that runs must not read though their uid
-        # may (shared mode), such as the HTTP token file; Landlock hides them. A symlinked
-        # secret (Kubernetes mounts them so) is hidden at both ends.
+        # may (shared mode), such as the HTTP token file; Landlock hides them.
         self.hidden_paths: list[str] = []
         if settings.auth_token_file is not None:
-            token_file = str(settings.auth_token_file)
-            self.hidden_paths = sorted({token_file, os.path.realpath(token_file)})
+            self.hidden_paths = _token_paths(str(settings.auth_token_file))
         self._prepared = False
         self._root_lock: int | None = None
         self._probing: asyncio.Future[None] | None = None
@@ -1157,6 +1155,16 @@ async def _await_exit(loop: asyncio.AbstractEventLoop, control: socket.socket) -
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _token_paths(token_file: str) -> list[str]:
+    """What hides a token file: the file, where its links lead, and, when it is a link, its
+    directory. A symlinked token is a secret volume's (Kubernetes: `token -> ..data/token`),
+    whose next version appears beside it as a new directory when the secret is rotated."""
+    paths = {token_file, os.path.realpath(token_file)}
+    if os.path.islink(token_file):
+        paths.add(os.path.dirname(os.path.abspath(token_file)))
+    return sorted(paths)
 
 
 def _lock_beside(root: Path) -> int:

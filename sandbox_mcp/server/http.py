@@ -196,7 +196,8 @@ class BearerGate:
         logger.warning(
             "http: refused %s %s from %s: %s",
             scope["method"],
-            scope["path"],
+            # Decoded already: quoted so that a %0a in it cannot forge a log line.
+            repr(scope["path"][:200]),
             client[0] if client else "?",
             problem,
         )

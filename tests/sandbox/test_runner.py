@@ -6,6 +6,7 @@ import asyncio
 import errno
 import os
 import re
+import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -769,32 +770,49 @@ async def test_hidden_paths_cannot_be_read_though_their_siblings_can(sandbox: Sa
     assert "Permission denied" in result.stderr
 
 
-async def test_the_http_token_file_is_hidden_from_runs_even_through_a_symlink(
+async def test_a_token_in_a_kubernetes_style_secret_volume_is_hidden_from_runs(
     run_root: Path,
 ) -> None:
-    secrets_dir = Path("/tmp") / f"sandbox-mcp-token-{os.getpid()}"
-    (secrets_dir / "data").mkdir(parents=True, mode=0o755, exist_ok=True)
-    token = secrets_dir / "data" / "token"
-    token.write_text("a-token-of-sixteen-chars\n")
-    token.chmod(0o644)
-    link = secrets_dir / "token"
-    link.unlink(missing_ok=True)
-    link.symlink_to("data/token")
+    # The layout of a Kubernetes secret volume: token -> ..data/token, ..data -> ..<time>/.
+    volume = Path("/tmp") / f"sandbox-mcp-token-{os.getpid()}"
+    shutil.rmtree(volume, ignore_errors=True)
+    (volume / "..2026_01").mkdir(parents=True)
+    (volume / "..2026_01" / "token").write_text("first-token-of-sixteen\n")
+    (volume / "..data").symlink_to("..2026_01")
+    (volume / "token").symlink_to("..data/token")
+    for path in (volume, volume / "..2026_01", volume / "..2026_01" / "token"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
     try:
-        box = await start_sandbox(run_root, auth_token_file=link)
+        box = await start_sandbox(run_root, auth_token_file=volume / "token")
         try:
-            result = await run(box, "bash", f"cat {link} {token} 2>&1; echo done")
+            # Rotation writes the next version beside the first, after the server started.
+            (volume / "..2026_02").mkdir(mode=0o755)
+            (volume / "..2026_02" / "token").write_text("second-token-of-sixteen\n")
+            (volume / "..2026_02" / "token").chmod(0o644)
+            paths = ["token", "..data/token", "..2026_01/token", "..2026_02/token"]
+            reads = " ".join(f"{volume}/{path}" for path in paths)
+            result = await run(box, "bash", f"cat {reads} 2>&1")
         finally:
             await box.close()
     finally:
-        link.unlink()
-        token.unlink()
-        (secrets_dir / "data").rmdir()
-        secrets_dir.rmdir()
+        shutil.rmtree(volume)
 
-    assert "a-token" not in result.stdout
-    assert result.stdout.count("Permission denied") == 2
-    assert result.stdout.endswith("done\n")
+    assert "token-of-sixteen" not in result.stdout
+    assert result.stdout.count("Permission denied") == 4, result.stdout
+
+
+async def test_a_link_to_the_run_root_does_not_open_it(sandbox: Sandbox, run_root: Path) -> None:
+    # Landlock grants what a rule's path leads to: a link beside the run root, left there by
+    # anyone, must not become a rule that grants the run root itself.
+    link = run_root.parent / f"sandbox-mcp-link-{os.getpid()}"
+    link.unlink(missing_ok=True)
+    link.symlink_to(run_root)
+    try:
+        result = await run(sandbox, "bash", f"ls {link}/ 2>&1; ls {run_root}/ 2>&1")
+    finally:
+        link.unlink()
+
+    assert result.stdout.count("Permission denied") == 2, result.stdout
 
 
 async def test_snippets_start_with_default_signal_dispositions(sandbox: Sandbox) -> None:
