@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from sandbox_mcp import __version__
+from sandbox_mcp import __version__, logs
 from sandbox_mcp.config import Settings
 from sandbox_mcp.errors import ConfigurationError
 
@@ -25,14 +25,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sandbox-mcp {__version__}")
         return 0
 
-    configure_logging(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
     for adjustment in settings.adjustments():
         logger.warning("%s", adjustment)
 
     # Imported here so that `--version` and a bad setting answer without loading the SDK.
+    import anyio
+
     from sandbox_mcp.sandbox.runner import Sandbox
     from sandbox_mcp.server.app import build
     from sandbox_mcp.server.metrics import RunMetrics
+    from sandbox_mcp.server.shutdown import serve_until_terminated
 
     try:
         sandbox = Sandbox(settings)
@@ -48,13 +51,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sandbox_mcp.server.http import serve
 
         log_http_start(settings)
+        log_admission(settings)
         serve(server, sandbox, metrics)
         return 0
 
     logger.info("sandbox-mcp %s starting on stdio", __version__)
+    log_admission(settings)
     with contextlib.suppress(KeyboardInterrupt):
-        server.run("stdio")
+        anyio.run(serve_until_terminated, server.run_stdio_async, sandbox)
     return 0
+
+
+def log_admission(settings: Settings) -> None:
+    """Say how many runs go at once, and how many calls may wait how long."""
+    logger.info(
+        "at most %d runs at once, %d MB memory budget; %d calls may wait %gs",
+        settings.max_concurrent_runs,
+        settings.memory_budget_mb,
+        settings.max_queued,
+        settings.queue_timeout,
+    )
 
 
 def log_http_start(settings: Settings) -> None:
@@ -72,14 +88,3 @@ def log_http_start(settings: Settings) -> None:
             "set SANDBOX_AUTH_TOKEN or --auth-token-file",
             settings.port,
         )
-
-
-def configure_logging(level: str) -> None:
-    """One line per event on stderr; stdout belongs to the MCP channel."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox_mcp.errors import ConfigurationError
+from sandbox_mcp.sandbox import capacity
 
 MIB = 1024 * 1024
 # In a /tmp that other users share, one of them could make this directory first: the server
@@ -51,6 +52,11 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise ValueError(f"must be a positive number, got {text!r}")
     return value
+
+
+def _auto_or_positive_int(text: str) -> int:
+    # 0 stands for "auto": the value is measured when the settings are built.
+    return 0 if text == "auto" else _positive_int(text)
 
 
 def _features(text: str) -> tuple[str, ...]:
@@ -254,9 +260,39 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_concurrent_runs",
         "SANDBOX_MAX_CONCURRENT_RUNS",
-        8,
-        _positive_int,
-        "runs executing at once; further calls wait",
+        "auto",
+        _auto_or_positive_int,
+        "runs executing at once, further calls wait; auto: 2 per CPU this process may use "
+        "(affinity and cgroup quota), at least 2",
+    ),
+    Option(
+        "memory_budget_mb",
+        "SANDBOX_MEMORY_BUDGET_MB",
+        "auto",
+        _auto_or_positive_int,
+        "memory the runs in flight may reserve together, each its language's expected need; "
+        "auto: the cgroup memory limit, else MemAvailable, less 160 MB for the server",
+    ),
+    Option(
+        "max_queued",
+        "SANDBOX_MAX_QUEUED",
+        "auto",
+        _auto_or_positive_int,
+        "calls that may wait for a slot; more are refused as busy; auto: 4 per slot",
+    ),
+    Option(
+        "queue_timeout",
+        "SANDBOX_QUEUE_TIMEOUT",
+        30.0,
+        _positive_float,
+        "seconds a call may wait for a slot before it is refused as busy",
+    ),
+    Option(
+        "shutdown_grace",
+        "SANDBOX_SHUTDOWN_GRACE",
+        10.0,
+        _positive_float,
+        "on SIGTERM, seconds the runs in flight get to finish before they are killed",
     ),
     Option(
         "max_sessions",
@@ -300,6 +336,13 @@ OPTIONS: tuple[Option, ...] = (
         _choice("debug", "info", "warning", "error"),
         "log level of the one-line-per-event log on stderr",
     ),
+    Option(
+        "log_format",
+        "SANDBOX_LOG_FORMAT",
+        "plain",
+        _choice("plain", "json"),
+        "plain: one readable line per event; json: one JSON object per line",
+    ),
 )
 
 
@@ -323,13 +366,20 @@ class Settings:
     identity: str = "auto"
     uid_base: int = 61000
     uid_count: int = 64
-    max_concurrent_runs: int = 8
+    # 0 is "auto" for these three: __post_init__ measures the machine (capacity.py) once; a
+    # copy made with dataclasses.replace keeps the measured values (and 4 x the old slots).
+    max_concurrent_runs: int = 0
+    memory_budget_mb: int = 0
+    max_queued: int = 0
+    queue_timeout: float = 30.0
+    shutdown_grace: float = 10.0
     max_sessions: int = 16
     session_idle_seconds: float = 3600.0
     network: str = "off"
     warm: str = "python"
     disable: tuple[str, ...] = ()
     log_level: str = "info"
+    log_format: str = "plain"
     transport: str = "stdio"
     host: str = "127.0.0.1"
     port: int = 8080
@@ -340,6 +390,12 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.max_concurrent_runs == 0:
+            object.__setattr__(self, "max_concurrent_runs", capacity.default_max_concurrent())
+        if self.memory_budget_mb == 0:
+            object.__setattr__(self, "memory_budget_mb", capacity.default_memory_budget_mb())
+        if self.max_queued == 0:
+            object.__setattr__(self, "max_queued", 4 * self.max_concurrent_runs)
         if self.timeout > self.max_timeout:
             # The default must itself be allowed; clamp it rather than refuse to start, and
             # say so (see `adjustments`).

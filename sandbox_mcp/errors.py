@@ -58,3 +58,10 @@ class ConfigurationError(SandboxError):
 
 class LauncherError(SandboxError):
     """The launcher process failed or died; the run could not be started."""
+
+
+# --- the server's load -----------------------------------------------------------------------
+
+
+class ServerBusy(SandboxError):
+    """Too many calls are waiting for a run slot, or one waited too long: try again later."""

@@ -8,6 +8,7 @@ import pytest
 
 from sandbox_mcp.config import OPTIONS, Settings
 from sandbox_mcp.errors import ConfigurationError
+from sandbox_mcp.sandbox import capacity
 
 
 def test_defaults_match_the_documented_ones() -> None:
@@ -173,6 +174,41 @@ def test_http_beyond_loopback_needs_a_token_and_allowed_hosts(host: str) -> None
     assert not settings.binds_loopback
     # Over stdio the same host is never bound, so nothing is refused.
     Settings.load([], {"SANDBOX_HOST": host})
+
+
+def test_admission_defaults_are_measured_and_auto_may_be_asked_for() -> None:
+    measured, _ = Settings.load([], {})
+    asked, _ = Settings.load(["--max-concurrent-runs", "auto"], {"SANDBOX_MAX_QUEUED": "auto"})
+    chosen, _ = Settings.load(
+        ["--max-concurrent-runs", "3", "--log-format", "json"],
+        {"SANDBOX_MEMORY_BUDGET_MB": "700", "SANDBOX_QUEUE_TIMEOUT": "5"},
+    )
+
+    assert measured.max_concurrent_runs == capacity.default_max_concurrent() >= 2
+    assert measured.memory_budget_mb == capacity.default_memory_budget_mb()
+    assert measured.max_queued == 4 * measured.max_concurrent_runs
+    assert (measured.queue_timeout, measured.shutdown_grace, measured.log_format) == (
+        30.0,
+        10.0,
+        "plain",
+    )
+    assert asked.max_concurrent_runs == measured.max_concurrent_runs
+    assert (chosen.max_concurrent_runs, chosen.max_queued, chosen.memory_budget_mb) == (3, 12, 700)
+    assert (chosen.queue_timeout, chosen.log_format) == (5.0, "json")
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"SANDBOX_MAX_CONCURRENT_RUNS": "0"}, "SANDBOX_MAX_CONCURRENT_RUNS: must be a positive"),
+        ({"SANDBOX_MAX_QUEUED": "-1"}, "SANDBOX_MAX_QUEUED: must be a positive"),
+        ({"SANDBOX_QUEUE_TIMEOUT": "0"}, "SANDBOX_QUEUE_TIMEOUT: must be a positive"),
+        ({"SANDBOX_LOG_FORMAT": "xml"}, "SANDBOX_LOG_FORMAT: must be one of plain, json"),
+    ],
+)
+def test_bad_admission_settings_name_the_variable(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Settings.load([], environ)
 
 
 def test_http_with_the_network_on_needs_a_token() -> None:

@@ -90,6 +90,10 @@ class Language:
     # Share of the memory limit the runtime's own heap may take; the rest is for its
     # code, stacks and native allocations.
     heap_share: float = 0.6
+    # Share of the run's memory limit a run is expected to use, reserved out of the server's
+    # memory budget while it runs (admission.py). A shell or a small script stays far below
+    # the limit; compilers use much of it, and a JVM (and its compilers) takes it all.
+    expected_memory_share: float = 0.125
     default_stem: str = "main"
     namer: Namer = _plain_name
     # Why a runtime is old, or anything else a user of this language should know.
@@ -375,6 +379,7 @@ LANGUAGES: tuple[Language, ...] = (
     ),
     Language(
         id="javascript",
+        expected_memory_share=0.25,
         name="JavaScript (Node.js)",
         extension=".js",
         executable="node",
@@ -396,6 +401,7 @@ LANGUAGES: tuple[Language, ...] = (
     ),
     Language(
         id="typescript",
+        expected_memory_share=0.5,
         name="TypeScript (Node.js)",
         extension=".ts",
         executable="tsc",
@@ -494,6 +500,7 @@ LANGUAGES: tuple[Language, ...] = (
     ),
     Language(
         id="java",
+        expected_memory_share=1.0,
         name="Java",
         extension=".java",
         executable="javac",
@@ -525,6 +532,7 @@ LANGUAGES: tuple[Language, ...] = (
     ),
     Language(
         id="kotlin",
+        expected_memory_share=1.0,
         name="Kotlin",
         extension=".kt",
         executable="kotlinc",
@@ -562,6 +570,7 @@ LANGUAGES: tuple[Language, ...] = (
     ),
     Language(
         id="groovy",
+        expected_memory_share=1.0,
         name="Groovy",
         extension=".groovy",
         executable="groovy",
@@ -575,6 +584,7 @@ LANGUAGES: tuple[Language, ...] = (
     ),
     Language(
         id="scala",
+        expected_memory_share=1.0,
         name="Scala",
         extension=".scala",
         executable="scala",
@@ -596,6 +606,7 @@ LANGUAGES: tuple[Language, ...] = (
     ),
     Language(
         id="clojure",
+        expected_memory_share=1.0,
         name="Clojure",
         extension=".clj",
         executable="clojure",
@@ -628,6 +639,7 @@ LANGUAGES: tuple[Language, ...] = (
     ),
     Language(
         id="c",
+        expected_memory_share=0.5,
         name="C (GCC)",
         extension=".c",
         executable="gcc",
@@ -653,6 +665,7 @@ LANGUAGES: tuple[Language, ...] = (
     ),
     Language(
         id="cpp",
+        expected_memory_share=0.5,
         name="C++ (GCC)",
         extension=".cpp",
         executable="g++",
@@ -677,6 +690,7 @@ LANGUAGES: tuple[Language, ...] = (
     ),
     Language(
         id="go",
+        expected_memory_share=0.5,
         name="Go",
         extension=".go",
         executable="go",
@@ -699,6 +713,7 @@ LANGUAGES: tuple[Language, ...] = (
     ),
     Language(
         id="rust",
+        expected_memory_share=0.5,
         name="Rust",
         extension=".rs",
         executable="rustc",

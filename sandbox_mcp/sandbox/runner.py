@@ -46,6 +46,7 @@ from sandbox_mcp.sandbox import (
 )
 from sandbox_mcp.sandbox import diagnostics as diagnostics_module
 from sandbox_mcp.sandbox import identity as identities
+from sandbox_mcp.sandbox.admission import Admission
 from sandbox_mcp.sandbox.diagnostics import Diagnostic
 from sandbox_mcp.sandbox.languages import (
     LANGUAGES,
@@ -59,6 +60,7 @@ from sandbox_mcp.sandbox.languages import (
 from sandbox_mcp.sandbox.launcher import RUN_MESSAGE
 from sandbox_mcp.sandbox.output import StreamCapture
 from sandbox_mcp.sandbox.posture import Posture
+from sandbox_mcp.sandbox.progress import RunProgress
 from sandbox_mcp.sandbox.spec import BuildOutcome, Limits, RunOutcome, RunSpec
 from sandbox_mcp.sandbox.workspace import InputFile, Listing, OutputFile
 
@@ -106,6 +108,9 @@ class Activity:
     in_flight_high_water: int
     queued: int
     max_concurrent: int
+    max_queued: int = 0
+    memory_budget_mb: int = 0
+    memory_reserved_mb: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,8 @@ class RunRequest:
     # (sessions.py). `owner` is who calls: a session answers only the owner that opened it.
     session_id: str | None = None
     owner: str = ""
+    # Who asked, when the transport knows (an authenticated HTTP client): for the log only.
+    caller: str | None = None
 
 
 @dataclass(frozen=True)
@@ -236,10 +243,14 @@ class Sandbox:
             if self.identity.mode == "pool"
             else None
         )
-        self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
-        self._in_flight = 0
-        self._in_flight_high_water = 0
-        self._queued = 0
+        self._admission = Admission(
+            settings.max_concurrent_runs,
+            settings.memory_budget_mb,
+            settings.max_queued,
+            settings.queue_timeout,
+        )
+        # The runs in flight by id, with the means to kill them (at shutdown).
+        self._running: dict[str, _FloodGuard] = {}
         self._runtimes: dict[str, RuntimeInfo] = {}
         self._launcher: _LauncherProcess | None = None
         # The warm launcher for Python runs (warm.py), when SANDBOX_WARM allows it, and the
@@ -302,11 +313,15 @@ class Sandbox:
 
     def activity(self) -> Activity:
         """Runs executing now, their most at once since start, and calls waiting for a slot."""
+        admission = self._admission
         return Activity(
-            in_flight=self._in_flight,
-            in_flight_high_water=self._in_flight_high_water,
-            queued=self._queued,
-            max_concurrent=self.settings.max_concurrent_runs,
+            in_flight=admission.in_flight,
+            in_flight_high_water=admission.in_flight_high_water,
+            queued=admission.queued,
+            max_concurrent=admission.max_runs,
+            max_queued=admission.max_queued,
+            memory_budget_mb=admission.budget_mb,
+            memory_reserved_mb=admission.reserved_mb,
         )
 
     @property
@@ -335,8 +350,28 @@ class Sandbox:
             self.settings.run_root,
         )
 
+    async def drain(self, grace: float) -> None:
+        """Refuse new runs, give those in flight `grace` seconds to end, then end the rest.
+
+        Runs ended here finish with `limit` "cancelled" and their callers get that answer.
+        Call `close` after it.
+        """
+        self._admission.close()
+        if await self._admission.wait_idle(grace):
+            return
+        logger.warning(
+            "shutting down: %d runs still going after %gs, ending them",
+            len(self._running),
+            grace,
+        )
+        for guard in list(self._running.values()):
+            guard.kill("cancelled")
+        await self._admission.wait_idle(_REPORT_GRACE)
+
     async def close(self) -> None:
         """Stop the launcher; it ends every run still going and removes its workdir."""
+        if not self._prepared:
+            return
         if self._probing is not None:
             self._probing.cancel()
             self._probing = None
@@ -397,18 +432,23 @@ class Sandbox:
 
     # --- one run -----------------------------------------------------------------------------
 
-    async def run(self, request: RunRequest) -> RunResult:
+    async def run(self, request: RunRequest, progress: RunProgress | None = None) -> RunResult:
         """Run one snippet in a fresh sandbox and return its result.
+
+        The run first waits for a slot and its language's share of the memory budget; that
+        wait does not count against its deadline. `progress`, when given, is kept up to date
+        with the run's live figures for the caller to read while it waits.
 
         Raises `InvalidRequest` (and subclasses) for a request that cannot be run as given,
         `RuntimeUnavailable` when the language's runtime is missing and `LauncherError` when
-        the sandbox machinery failed. A snippet that fails, crashes or hits a limit, or whose
+        the sandbox machinery failed, and `ServerBusy` when it waited too long for a slot or
+        too many calls wait already. A snippet that fails, crashes or hits a limit, or whose
         build fails, is a normal result, not an exception. Cancelling the calling task kills
         the run. With `request.session_id` the run belongs to a session (sessions.py), which
         raises `UnknownSession`, `SessionEnded` and `TooManySessions` besides.
         """
         if request.session_id is not None:
-            return await self.sessions.run(request)
+            return await self.sessions.run(request, progress)
         prepared = self._check(request.language, request.code, request.filename, request)
         timeout = self.settings.clamp_timeout(request.timeout_seconds)
         language, main = prepared.language, prepared.main
@@ -430,8 +470,11 @@ class Sandbox:
             prepared.stdin,
             "run",
             warm=language.id == "python",
+            progress=progress,
         )
-        return self._result(spec, prepared, outcome, stdout, stderr, timeout, listing)
+        return self._result(
+            spec, prepared, outcome, stdout, stderr, timeout, listing, request.caller
+        )
 
     async def validate(
         self, language_name: str, code: str, filename: str | None = None
@@ -534,20 +577,14 @@ class Sandbox:
         stdin: bytes,
         kind: str,
         warm: bool = False,
+        progress: RunProgress | None = None,
     ) -> tuple[RunSpec, RunOutcome, StreamCapture, StreamCapture, Listing]:
         """Take a slot, a run on standby or a uid, hand the run over and follow it."""
-        self._queued += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self._queued -= 1
-        self._in_flight += 1
-        self._in_flight_high_water = max(self._in_flight_high_water, self._in_flight)
-        try:
-            return await self._launch_in_slot(language, spec_for, code, stdin, kind, warm)
-        finally:
-            self._in_flight -= 1
-            self._slots.release()
+        need_mb = max(16, int(self.settings.memory_mb * language.expected_memory_share))
+        async with self._admission.slot(need_mb):
+            return await self._launch_in_slot(
+                language, spec_for, code, stdin, kind, warm, progress or RunProgress()
+            )
 
     async def _launch_in_slot(
         self,
@@ -557,6 +594,7 @@ class Sandbox:
         stdin: bytes,
         kind: str,
         warm: bool,
+        progress: RunProgress,
     ) -> tuple[RunSpec, RunOutcome, StreamCapture, StreamCapture, Listing]:
         pending = None
         standby = self._take_standby() if warm else None
@@ -583,10 +621,28 @@ class Sandbox:
             uid if uid is not None else os.getuid(),
             " (was on standby)" if pending is (standby and standby.pending) else "",
         )
+        # The deadline counts from here, in the supervisor, not from the call's arrival.
+        progress.start(run_id, spec.limits.timeout_seconds)
         try:
-            outcome, stdout, stderr, listing = await self._follow(spec, pending, uid)
+            outcome, stdout, stderr, listing = await self._follow(spec, pending, uid, progress)
         except asyncio.CancelledError:
-            logger.info("%s %s %s cancelled by the caller", kind, run_id, language.id)
+            fields = {
+                "event": "cancelled",
+                "kind": kind,
+                "run_id": run_id,
+                "language": language.id,
+                "duration_ms": round(progress.elapsed * 1000, 1),
+                "limit": "cancelled",
+                "output_bytes": progress.output_bytes,
+            }
+            logger.info(
+                "%s %s %s cancelled by the caller after %.0fms",
+                kind,
+                run_id,
+                language.id,
+                progress.elapsed * 1000,
+                extra={"fields": fields},
+            )
             raise
         never_started = outcome.exit_code is None and outcome.signal is None
         if outcome.error and never_started and outcome.build is None:
@@ -793,7 +849,12 @@ class Sandbox:
         )
 
     async def _follow(
-        self, spec: RunSpec, pending: _Pending, uid: int | None, keep_control: bool = False
+        self,
+        spec: RunSpec,
+        pending: _Pending,
+        uid: int | None,
+        progress: RunProgress,
+        keep_control: bool = False,
     ) -> tuple[RunOutcome, StreamCapture, StreamCapture, Listing]:
         """Follow a run handed over to its supervisor to its end.
 
@@ -805,7 +866,8 @@ class Sandbox:
         stdout = StreamCapture(self.settings.output_bytes, FULL_OUTPUT_BYTES)
         stderr = StreamCapture(self.settings.output_bytes, FULL_OUTPUT_BYTES)
         listing = Listing()
-        flood = _FloodGuard(self.settings.max_output_bytes, pending.control)
+        flood = _FloodGuard(self.settings.max_output_bytes, pending.control, progress)
+        self._running[spec.run_id] = flood
 
         readers = [
             asyncio.ensure_future(_drain(loop, pending.stdout, stdout, flood)),
@@ -825,6 +887,7 @@ class Sandbox:
         finally:
             for reader in readers:
                 reader.cancel()
+            self._running.pop(spec.run_id, None)
             if not keep_control:
                 self._finish_later(pending.control, uid)
 
@@ -881,6 +944,7 @@ class Sandbox:
         stderr: StreamCapture,
         timeout: float,
         listing: Listing,
+        caller: str | None = None,
     ) -> RunResult:
         language = prepared.language
         out, err = stdout.result(), stderr.result()
@@ -923,8 +987,23 @@ class Sandbox:
             stdout_full=stdout.full() if out.truncated else None,
             stderr_full=stderr.full() if err.truncated else None,
         )
+        # One line per run; its fields also go to the JSON log as they are (logs.py).
+        fields = {
+            "event": "run",
+            "run_id": result.run_id,
+            "language": result.language,
+            "duration_ms": round(result.duration_ms, 1),
+            "exit_code": result.exit_code,
+            "signal": result.signal,
+            "limit": result.limit,
+            "build_exit_code": None if compiled is None else compiled.exit_code,
+            "peak_memory_bytes": result.peak_memory_bytes,
+            "stdout_bytes": result.stdout_bytes,
+            "stderr_bytes": result.stderr_bytes,
+            "caller": caller,
+        }
         logger.info(
-            "run %s %s %sexit=%s%s%s %.0fms %.1fMB out=%dB err=%dB",
+            "run %s %s %sexit=%s%s%s %.0fms %.1fMB out=%dB err=%dB%s",
             result.run_id,
             result.language,
             "" if compiled is None else f"build={compiled.exit_code} ",
@@ -935,6 +1014,8 @@ class Sandbox:
             result.peak_memory_bytes / 1e6,
             result.stdout_bytes,
             result.stderr_bytes,
+            f" caller={caller}" if caller else "",
+            extra={"fields": fields},
         )
         return result
 
@@ -1003,15 +1084,17 @@ class Sandbox:
 class _FloodGuard:
     """Counts a run's output and asks for the run to be killed once it floods."""
 
-    def __init__(self, max_bytes: int, control: socket.socket) -> None:
+    def __init__(self, max_bytes: int, control: socket.socket, progress: RunProgress) -> None:
         self.max_bytes = max_bytes
         self.control = control
+        self.progress = progress
         self.total = 0
         self.tripped = False
         self._sent = False
 
     def add(self, count: int) -> None:
         self.total += count
+        self.progress.output_bytes = self.total
         if self.total > self.max_bytes and not self.tripped:
             self.tripped = True
             self.kill("output")

@@ -45,6 +45,7 @@ from sandbox_mcp.errors import (
 from sandbox_mcp.sandbox import runner as runner_module
 from sandbox_mcp.sandbox import session_drivers
 from sandbox_mcp.sandbox.languages import Language, get_language
+from sandbox_mcp.sandbox.progress import RunProgress
 from sandbox_mcp.sandbox.spec import RunSpec
 
 if TYPE_CHECKING:
@@ -141,8 +142,9 @@ class Sessions:
 
     # --- calls -------------------------------------------------------------------------------
 
-    async def run(self, request: RunRequest) -> RunResult:
-        """Run `request` in the session it names (`"new"` opens one) and return its result."""
+    async def run(self, request: RunRequest, progress: RunProgress | None = None) -> RunResult:
+        """Run `request` in the session it names (`"new"` opens one) and return its result;
+        `progress`, when given, is kept up to date as for any run."""
         sandbox = self._sandbox
         prepared = sandbox._check(request.language, request.code, request.filename, request)
         timeout = self.settings.clamp_timeout(request.timeout_seconds)
@@ -162,7 +164,7 @@ class Sessions:
                 raise self._ended_error(session.id, session.ended)
             session.busy = True
             try:
-                result = await self._call(session, prepared, request, timeout)
+                result = await self._call(session, prepared, request, timeout, progress)
             finally:
                 session.busy = False
                 session.last_used = time.monotonic()
@@ -377,7 +379,12 @@ class Sessions:
     # --- one call ----------------------------------------------------------------------------
 
     async def _call(
-        self, session: Session, prepared: Any, request: RunRequest, timeout: float
+        self,
+        session: Session,
+        prepared: Any,
+        request: RunRequest,
+        timeout: float,
+        progress: RunProgress | None,
     ) -> RunResult:
         sandbox = self._sandbox
         language, main = prepared.language, prepared.main
@@ -409,7 +416,10 @@ class Sessions:
             limits=dataclasses.replace(session.spec.limits, timeout_seconds=timeout),
         )
 
-        async with _slot(sandbox):
+        progress = progress or RunProgress()
+        need_mb = max(16, int(self.settings.memory_mb * language.expected_memory_share))
+        async with sandbox._admission.slot(need_mb):
+            progress.start(run_id, timeout)
             logger.info(
                 "run %s %s start in session %s timeout=%gs",
                 run_id,
@@ -420,14 +430,16 @@ class Sessions:
             pending = self._send_call(session, message, prepared.payload, prepared.stdin)
             try:
                 outcome, stdout, stderr, listing = await sandbox._follow(
-                    spec, pending, session.uid, keep_control=True
+                    spec, pending, session.uid, progress, keep_control=True
                 )
             except asyncio.CancelledError:
                 session.unreported += 1
                 raise
         if outcome.error in (runner_module.SUPERVISOR_GONE, runner_module.SUPERVISOR_SILENT):
             self._end(session, "its sandbox failed")
-        result = sandbox._result(spec, prepared, outcome, stdout, stderr, timeout, listing)
+        result = sandbox._result(
+            spec, prepared, outcome, stdout, stderr, timeout, listing, request.caller
+        )
         return dataclasses.replace(
             result, session_id=session.id, session_state_lost=persistent and outcome.state_lost
         )
@@ -471,23 +483,6 @@ class Sessions:
                 self._end(session, "its sandbox failed")
                 raise LauncherError("the session's sandbox did not answer") from None
             session.unreported -= 1
-
-
-@contextlib.asynccontextmanager
-async def _slot(sandbox: Sandbox) -> Any:
-    """One of the sandbox's run slots, counted as its own runs are."""
-    sandbox._queued += 1
-    try:
-        await sandbox._slots.acquire()
-    finally:
-        sandbox._queued -= 1
-    sandbox._in_flight += 1
-    sandbox._in_flight_high_water = max(sandbox._in_flight_high_water, sandbox._in_flight)
-    try:
-        yield
-    finally:
-        sandbox._in_flight -= 1
-        sandbox._slots.release()
 
 
 async def _receive_with_fds(control: socket.socket) -> tuple[dict[str, Any], list[int]]:

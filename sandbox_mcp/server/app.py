@@ -74,5 +74,6 @@ def instructions(sandbox: Sandbox) -> str:
         f"{settings.cpu_seconds} s of CPU, {settings.max_processes} processes, "
         f"{settings.output_bytes // 1024} KB of each output stream shown (head and tail). "
         f"{network} Use list_languages to see the runtimes and their versions. A non-zero "
-        "exit is a normal result: read stderr, fix the code and run again."
+        "exit is a normal result: read stderr, fix the code and run again. A call refused "
+        "with 'server busy' ran nothing: wait a few seconds and call again."
     )

@@ -10,6 +10,7 @@ decides.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from mcp.server.mcpserver import Context
@@ -36,3 +37,11 @@ def caller_key(ctx: Context[Any, Any] | None) -> str | None:
     headers = getattr(request, "headers", None)
     session = headers.get("mcp-session-id") if headers is not None else None
     return f"http:{session}" if session else None
+
+
+def log_label(owner: str | None) -> str | None:
+    """A name for the caller in the log that does not give its key away: an MCP session id is
+    a bearer credential for that session's sandboxes. None for stdio's one client."""
+    if owner is None or owner == STDIO:
+        return None
+    return "http-" + hashlib.sha256(owner.encode()).hexdigest()[:12]

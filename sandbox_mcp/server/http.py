@@ -41,6 +41,8 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 # How long /readyz waits for the runtimes' versions before it answers "starting".
 _READY_WAIT_SECONDS = 0.5
 _NO_STORE = {"Cache-Control": "no-store"}
+# Time for the answers of runs ended at shutdown to be written out (see _DrainingServer).
+_ANSWER_FLUSH_SECONDS = 1.0
 
 
 def serve(server: MCPServer, sandbox: Sandbox, metrics: RunMetrics) -> None:
@@ -50,7 +52,7 @@ def serve(server: MCPServer, sandbox: Sandbox, metrics: RunMetrics) -> None:
         build_app(server, sandbox, metrics),
         host=settings.host.strip("[]"),
         port=settings.port,
-        # The process's logging is already set up (cli.configure_logging): one line per
+        # The process's logging is already set up (logs.configure): one line per
         # event on stderr. uvicorn's own request log is too chatty below debug.
         log_config=None,
         log_level=settings.log_level,
@@ -60,7 +62,27 @@ def serve(server: MCPServer, sandbox: Sandbox, metrics: RunMetrics) -> None:
         proxy_headers=False,
         lifespan="on",
     )
-    uvicorn.Server(config).run()
+    _DrainingServer(config, sandbox).run()
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn, but on SIGTERM the runs in flight first get `SANDBOX_SHUTDOWN_GRACE` to end.
+
+    `Sandbox.drain` refuses new runs, waits for those in flight, and ends the rest with limit
+    "cancelled" so that their callers still get an answer; uvicorn then closes the
+    connections and the lifespan closes the sandbox, as for stdio (shutdown.py).
+    """
+
+    def __init__(self, config: uvicorn.Config, sandbox: Sandbox) -> None:
+        super().__init__(config)
+        self.sandbox = sandbox
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        await self.sandbox.drain(self.sandbox.settings.shutdown_grace)
+        # The answers of the last runs are on their way through the SDK's streams: let them
+        # reach their connections before uvicorn closes those.
+        await asyncio.sleep(_ANSWER_FLUSH_SECONDS)
+        await super().shutdown(sockets)
 
 
 def build_app(server: MCPServer, sandbox: Sandbox, metrics: RunMetrics) -> ASGIApp:

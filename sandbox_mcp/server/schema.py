@@ -215,6 +215,13 @@ class ServerInfo(BaseModel):
         description="Workdirs on disk now, but those of runs on standby: the runs in flight, "
         "and for a moment after each answer; anything more is a leftover."
     )
+    in_flight: int = Field(
+        default=0, description="Runs executing when this call began (its probe not counted)."
+    )
+    in_flight_high_water: int = Field(
+        default=0, description="The most runs executing at once since the server started."
+    )
+    queued: int = Field(default=0, description="Calls waiting for a free run slot.")
     runs_on_standby: int = Field(
         description="Warm runs started ahead of their calls, each with a uid and a workdir."
     )

@@ -5,11 +5,14 @@ registration, and the timeout's description is built from the settings in this c
 which string annotations could not see.
 """
 
+import asyncio
 import importlib.metadata
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
+import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -20,9 +23,10 @@ from sandbox_mcp import __version__
 from sandbox_mcp.errors import SandboxError
 from sandbox_mcp.sandbox import packages, workspace
 from sandbox_mcp.sandbox.languages import LANGUAGES
+from sandbox_mcp.sandbox.progress import RunProgress
 from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox, ValidationResult
 from sandbox_mcp.server import files as run_files
-from sandbox_mcp.server.callers import NO_KEY, caller_key
+from sandbox_mcp.server.callers import NO_KEY, caller_key, log_label
 from sandbox_mcp.server.metrics import RunMetrics
 from sandbox_mcp.server.resources import OutputStore, output_uri
 from sandbox_mcp.server.schema import (
@@ -38,6 +42,10 @@ from sandbox_mcp.server.schema import (
 )
 
 _Tool = TypeVar("_Tool", bound=Callable[..., Any])
+
+logger = logging.getLogger(__name__)
+# How often a call in flight reports its progress, when the client asked for it.
+PROGRESS_INTERVAL = 1.0
 
 _LANGUAGE_IDS = ", ".join(language.id for language in LANGUAGES)
 
@@ -119,7 +127,7 @@ def register(
                 "session_id it returns to run the next call in the same session."
             ),
         ] = None,
-        ctx: Context = None,  # type: ignore[assignment] # the SDK fills it in
+        ctx: Context | None = None,
     ) -> Annotated[CallToolResult, ExecutionResult]:
         """Run a code snippet in an isolated sandbox and return its output.
 
@@ -148,11 +156,16 @@ def register(
         JavaScript is CommonJS unless it uses import/export.
         The run is killed at the deadline and when it exceeds its memory, CPU, process, file
         or output limits; `limit` then says which. A program that fails or exits non-zero is
-        a normal result (see exit_code and stderr), not an error.
+        a normal result (see exit_code and stderr), not an error. When the server is busy
+        the call may wait for a free slot (not counted against the deadline) or be refused
+        with "server busy": wait a little and call again.
         """
         owner = caller_key(ctx)
         if owner is None and session_id is not None:
             raise ToolError(NO_KEY)
+        progress = RunProgress()
+        # A plain task, not a task group: a group would wrap SandboxError in a group.
+        reporter = asyncio.ensure_future(_report_progress(ctx, progress)) if ctx else None
         try:
             request = RunRequest(
                 language=language,
@@ -166,11 +179,15 @@ def register(
                 ),
                 session_id=session_id,
                 owner=owner or "",
+                caller=log_label(owner),
             )
-            result = await sandbox.run(request)
+            result = await sandbox.run(request, progress)
         except SandboxError as exc:
             metrics.record_error(language, exc)
             raise ToolError(str(exc)) from exc
+        finally:
+            if reporter is not None:
+                reporter.cancel()
         metrics.record_result(result)
 
         structured = _structured(result)
@@ -295,6 +312,19 @@ def register(
         )
 
 
+async def _report_progress(ctx: Context, progress: RunProgress) -> None:
+    """Tell the client every `PROGRESS_INTERVAL` how the run goes (a no-op without a token)."""
+    while True:
+        await anyio.sleep(PROGRESS_INTERVAL)
+        try:
+            # The time since the call arrived: progress values must only grow, and the
+            # run's own time (from 0 once it starts) would not while it waits for a slot.
+            await ctx.report_progress(round(progress.since_arrival, 1), None, progress.describe())
+        except Exception as exc:  # progress is a courtesy: the run goes on without it
+            logger.debug("progress not sent: %s", exc)
+            return
+
+
 async def posture_report(sandbox: Sandbox) -> ServerInfo:
     """Gather the posture from the core and shape it as `ServerInfo`."""
     settings = sandbox.settings
@@ -303,6 +333,7 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
     identity = sandbox.identity
     # Counted before the probe, whose own workdir is removed just after its answer.
     workdirs = sandbox.workdirs_present()
+    activity = sandbox.activity()
     can_open, probe = await sandbox.probe_network()
     runtimes = await sandbox.runtimes()
     landlock_used = sandbox.landlock_abi > 0
@@ -371,6 +402,9 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
             "max_concurrent_runs": settings.max_concurrent_runs,
             "max_sessions": settings.max_sessions,
             "session_idle_seconds": settings.session_idle_seconds,
+            "max_queued": settings.max_queued,
+            "queue_timeout_seconds": settings.queue_timeout,
+            "memory_budget_mb": settings.memory_budget_mb,
         },
         root_filesystem_read_only=posture.root_read_only,
         run_root=str(settings.run_root),
@@ -395,6 +429,9 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
             capabilities=list(posture.capabilities),
         ),
         workdirs_present=workdirs,
+        in_flight=activity.in_flight,
+        in_flight_high_water=activity.in_flight_high_water,
+        queued=activity.queued,
         runs_on_standby=sandbox.standby_ready,
         sessions_open=sandbox.sessions.count(),
         warm_languages=["python"] if sandbox.warm_pid is not None else [],

@@ -159,7 +159,7 @@ def test_a_request_without_the_right_token_is_refused_and_runs_nothing(
     after = server.metrics()
     assert runs_counted(after) == runs_counted(before)
     assert 'language="bash"' not in after
-    assert f"refused POST /mcp from 127.0.0.1: {problem}" in server.log()
+    assert f"refused POST '/mcp' from 127.0.0.1: {problem}" in server.log()
     assert TOKEN not in server.log()
 
 
