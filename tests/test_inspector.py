@@ -88,7 +88,13 @@ def http_target(server: HttpServer) -> list[str]:
 
 def check_tools_listed(answer: Any) -> None:
     names = {tool["name"] for tool in answer["tools"]}
-    assert names == {"execute_code", "validate_code", "list_languages", "server_info"}
+    assert names == {
+        "execute_code",
+        "validate_code",
+        "list_languages",
+        "server_info",
+        "reset_session",
+    }
 
 
 def check_snippet_ran(answer: Any) -> None:
@@ -150,4 +156,4 @@ def test_inspector_without_the_token_is_refused_over_http(
     assert completed.returncode != 0
     assert "execute_code" not in completed.stdout
     assert '"auth_required"' in completed.stderr
-    assert "http: refused POST /mcp from 127.0.0.1: missing bearer token" in http_server.log()
+    assert "http: refused POST '/mcp' from 127.0.0.1: missing bearer token" in http_server.log()
