@@ -30,6 +30,7 @@ class HttpServer:
     port: int
     token: str | None
     log_path: Path
+    pid: int = 0
 
     @property
     def base(self) -> str:
@@ -98,7 +99,7 @@ def running_server(
         process = subprocess.Popen(
             command, env=environment, stdin=subprocess.DEVNULL, stdout=log, stderr=log
         )
-    server = HttpServer(port=port, token=token, log_path=log_path)
+    server = HttpServer(port=port, token=token, log_path=log_path, pid=process.pid)
     try:
         _wait_until_ready(server, process)
         yield server

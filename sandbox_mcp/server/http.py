@@ -43,6 +43,15 @@ _READY_WAIT_SECONDS = 0.5
 _NO_STORE = {"Cache-Control": "no-store"}
 # Time for the answers of runs ended at shutdown to be written out (see _DrainingServer).
 _ANSWER_FLUSH_SECONDS = 1.0
+# MCP sessions (not the sandbox's): each costs some 35 KB while open. The SDK's own bound is
+# in the thousands; 256 clients is more than one server's run slots can serve anyway.
+MAX_MCP_SESSIONS = 256
+# An MCP session unused this long is closed; its sandbox sessions can no longer be reached
+# and end at their own idle time (SANDBOX_SESSION_IDLE_SECONDS).
+MCP_SESSION_IDLE_SECONDS = 1800.0
+# After the drain, how long uvicorn waits for connections to close before it cuts them: a
+# client that never finishes its request body must not hold the shutdown open.
+_CONNECTIONS_CLOSE_SECONDS = 5
 
 
 def serve(server: MCPServer, sandbox: Sandbox, metrics: RunMetrics) -> None:
@@ -61,6 +70,7 @@ def serve(server: MCPServer, sandbox: Sandbox, metrics: RunMetrics) -> None:
         server_header=False,
         proxy_headers=False,
         lifespan="on",
+        timeout_graceful_shutdown=_CONNECTIONS_CLOSE_SECONDS,
     )
     _DrainingServer(config, sandbox).run()
 
@@ -114,7 +124,13 @@ def build_app(server: MCPServer, sandbox: Sandbox, metrics: RunMetrics) -> ASGIA
         transport_security=security,
         host=settings.host,
         max_request_body_size=request_body_limit(settings),
+        max_sessions=MAX_MCP_SESSIONS,
+        session_idle_timeout=MCP_SESSION_IDLE_SECONDS,
     )
+    # The SDK logs each MCP session's id at INFO; the id is a credential for that session
+    # (and its sandbox sessions) to anyone who also holds the token.
+    logging.getLogger("mcp.server.streamable_http_manager").setLevel(logging.WARNING)
+    logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
     return BearerGate(app, settings.auth_token)
 
 

@@ -7,9 +7,13 @@ import json
 import os
 import re
 import secrets
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -97,6 +101,8 @@ async def test_with_the_token_a_python_snippet_runs_and_is_counted(server: HttpS
     assert gauge(metrics, "sandbox_mcp_runs_in_flight_high_water") >= 1
     assert gauge(metrics, "sandbox_mcp_runs_in_flight") == 0
     assert gauge(metrics, "sandbox_mcp_runs_queued") == 0
+    # An MCP session id is a credential for that session's sandboxes: never in the log.
+    assert "session ID" not in server.log()
 
 
 @pytest.mark.anyio
@@ -308,3 +314,35 @@ def test_a_stdio_server_does_not_load_the_http_transport() -> None:
     loaded = completed.stdout.strip()
     assert "sandbox_mcp.server.app" in loaded
     assert "sandbox_mcp.server.http" not in loaded
+
+
+def test_a_client_that_never_finishes_its_body_does_not_hold_the_shutdown(
+    run_root: Path,
+) -> None:
+    token = secrets.token_hex(24)
+    with running_server(run_root, 6, "--shutdown-grace", "1", token=token) as server:
+        stalled = socket.create_connection(("127.0.0.1", server.port))
+        try:
+            stalled.sendall(
+                b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: Bearer %s\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+                % (server.port, token.encode())
+            )
+            os.kill(server.pid, signal.SIGTERM)
+            # Generous: drain (1 s), answers (1 s), then connections are cut after 5 s.
+            assert _ends_within(server.pid, 40), server.log()
+        finally:
+            stalled.close()
+
+
+def _ends_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.2)
+    return False
