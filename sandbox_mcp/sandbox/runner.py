@@ -880,7 +880,7 @@ class Sandbox:
             await asyncio.wait_for(asyncio.gather(*readers), _REPORT_GRACE)
         except TimeoutError:
             logger.error("run %s: the supervisor did not report in time", spec.run_id)
-            outcome = _failed_outcome(SUPERVISOR_SILENT)
+            outcome = RunOutcome.failed(SUPERVISOR_SILENT)
         except asyncio.CancelledError:
             flood.kill("cancelled")
             raise
@@ -1149,7 +1149,7 @@ async def _await_outcome(
             finally:
                 os.close(fd)
         if not data:
-            return _failed_outcome(SUPERVISOR_GONE), Listing()
+            return RunOutcome.failed(SUPERVISOR_GONE), Listing()
         message = json.loads(data)
         if message.get("event") == "exited":
             return RunOutcome.from_dict(message["outcome"]), listing
@@ -1339,19 +1339,6 @@ def _limit_from_output(
         if re.search(pattern, stderr_text):
             return limit
     return None
-
-
-def _failed_outcome(error: str) -> RunOutcome:
-    return RunOutcome(
-        exit_code=None,
-        signal=None,
-        limit=None,
-        duration_ms=0.0,
-        cpu_ms=0.0,
-        peak_memory_bytes=0,
-        peak_processes=0,
-        error=error,
-    )
 
 
 def _make_dumpable(dumpable: bool) -> None:

@@ -124,7 +124,7 @@ def serve(spec: RunSpec, fds: RunFds, control: socket.socket) -> None:
                     interpreter.close()
                     interpreter = None
                 _kill_everything(_Watch(), spec.uid is not None)
-                outcome = _failed(f"{type(exc).__name__}: {exc}")
+                outcome = RunOutcome.failed(f"{type(exc).__name__}: {exc}", state_lost=True)
             finally:
                 _close_quietly(*call_fds)
             _report(control, outcome, listing)
@@ -561,17 +561,3 @@ def _children_cpu_ms() -> float:
 
 def _cpu_ms(usage: resource.struct_rusage) -> float:
     return (usage.ru_utime + usage.ru_stime) * 1000
-
-
-def _failed(error: str) -> RunOutcome:
-    return RunOutcome(
-        exit_code=None,
-        signal=None,
-        limit=None,
-        duration_ms=0.0,
-        cpu_ms=0.0,
-        peak_memory_bytes=0,
-        peak_processes=0,
-        error=error,
-        state_lost=True,
-    )

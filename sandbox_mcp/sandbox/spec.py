@@ -135,6 +135,21 @@ class RunOutcome:
         return dataclasses.asdict(self)
 
     @classmethod
+    def failed(cls, error: str, state_lost: bool = False) -> RunOutcome:
+        """A run the sandbox could not carry out, or whose end it never heard of."""
+        return cls(
+            exit_code=None,
+            signal=None,
+            limit=None,
+            duration_ms=0.0,
+            cpu_ms=0.0,
+            peak_memory_bytes=0,
+            peak_processes=0,
+            error=error,
+            state_lost=state_lost,
+        )
+
+    @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunOutcome:
         build = raw.pop("build", None)
         return cls(**raw, build=BuildOutcome(**build) if build else None)

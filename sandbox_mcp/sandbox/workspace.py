@@ -275,13 +275,15 @@ def make_links(workdir: str, links: Sequence[Sequence[str]]) -> None:
 
 
 @contextlib.contextmanager
-def _directory(root: int, parts: list[str]) -> Iterator[int]:
-    """The descriptor of `root/parts...`, made as needed, no component a symbolic link."""
+def _directory(root: int, parts: list[str], make: bool = True) -> Iterator[int]:
+    """The descriptor of `root/parts...`, no component a symbolic link; made as needed when
+    `make`, else a missing one raises."""
     current = os.dup(root)
     try:
         for part in parts:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, 0o700, dir_fd=current)
+            if make:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o700, dir_fd=current)
             flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
             following = os.open(part, flags, dir_fd=current)
             os.close(current)
@@ -499,7 +501,7 @@ def _read(root: int, path: str, seen: os.stat_result, limit: int) -> bytes | Non
     *dirs, name = path.split("/")
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        with _existing_directory(root, dirs) as parent:
+        with _directory(root, dirs, make=False) as parent:
             fd = os.open(name, flags, dir_fd=parent)
     except OSError:
         return None
@@ -520,20 +522,6 @@ def _read(root: int, path: str, seen: os.stat_result, limit: int) -> bytes | Non
         return None
     finally:
         os.close(fd)
-
-
-@contextlib.contextmanager
-def _existing_directory(root: int, parts: list[str]) -> Iterator[int]:
-    current = os.dup(root)
-    try:
-        for part in parts:
-            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-            following = os.open(part, flags, dir_fd=current)
-            os.close(current)
-            current = following
-        yield current
-    finally:
-        os.close(current)
 
 
 def _sealed(data: bytes) -> int:
