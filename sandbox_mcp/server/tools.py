@@ -147,7 +147,7 @@ def register(
         saves each figure as figure_N.png, which comes back as an image, as does savefig.
         Output longer than shown is cut to head and tail; the whole (first 10 MB) is then
         readable for 15 minutes at the resource in stdout_uri / stderr_uri. Compiled
-        languages (C, C++, Go, Rust, Java, Kotlin) are built first; a failed build is
+        languages (C, C++, Go, Rust, Java, Kotlin with a main) are built first; a failed build is
         reported in `compile` and the program does not run. Java: a public class names the
         file; main() may be in any class. Other source files sent in `files` are compiled in
         for Java (found by class name) and Kotlin (every .kt), and Rust follows `mod x;`; C,
