@@ -346,6 +346,12 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 
+# Calls that may wait per run slot when SANDBOX_MAX_QUEUED is auto: enough for an agent
+# framework that fires 32 calls at once at a two-CPU server (4 slots) to be served, not
+# refused; each waiting call holds only its request.
+QUEUED_PER_SLOT = 16
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of the server, validated. Build it with `Settings.load`."""
@@ -367,7 +373,7 @@ class Settings:
     uid_base: int = 61000
     uid_count: int = 64
     # 0 is "auto" for these three: __post_init__ measures the machine (capacity.py) once; a
-    # copy made with dataclasses.replace keeps the measured values (and 4 x the old slots).
+    # copy made with dataclasses.replace keeps the measured values (and 16 x the old slots).
     max_concurrent_runs: int = 0
     memory_budget_mb: int = 0
     max_queued: int = 0
@@ -395,7 +401,7 @@ class Settings:
         if self.memory_budget_mb == 0:
             object.__setattr__(self, "memory_budget_mb", capacity.default_memory_budget_mb())
         if self.max_queued == 0:
-            object.__setattr__(self, "max_queued", 4 * self.max_concurrent_runs)
+            object.__setattr__(self, "max_queued", QUEUED_PER_SLOT * self.max_concurrent_runs)
         if self.timeout > self.max_timeout:
             # The default must itself be allowed; clamp it rather than refuse to start, and
             # say so (see `adjustments`).

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_mcp.config import OPTIONS, Settings
+from sandbox_mcp.config import OPTIONS, QUEUED_PER_SLOT, Settings
 from sandbox_mcp.errors import ConfigurationError
 from sandbox_mcp.sandbox import capacity
 
@@ -186,14 +186,18 @@ def test_admission_defaults_are_measured_and_auto_may_be_asked_for() -> None:
 
     assert measured.max_concurrent_runs == capacity.default_max_concurrent() >= 2
     assert measured.memory_budget_mb == capacity.default_memory_budget_mb()
-    assert measured.max_queued == 4 * measured.max_concurrent_runs
+    assert measured.max_queued == QUEUED_PER_SLOT * measured.max_concurrent_runs
     assert (measured.queue_timeout, measured.shutdown_grace, measured.log_format) == (
         30.0,
         10.0,
         "plain",
     )
     assert asked.max_concurrent_runs == measured.max_concurrent_runs
-    assert (chosen.max_concurrent_runs, chosen.max_queued, chosen.memory_budget_mb) == (3, 12, 700)
+    assert (chosen.max_concurrent_runs, chosen.max_queued, chosen.memory_budget_mb) == (
+        3,
+        3 * QUEUED_PER_SLOT,
+        700,
+    )
     assert (chosen.queue_timeout, chosen.log_format) == (5.0, "json")
 
 

@@ -462,8 +462,14 @@ async def test_nothing_is_left_after_the_battery(client: Client) -> None:
 
     assert info["workdirs_present"] == 0
     assert leftovers["stdout"].strip() == "0"
-    # Only the runs on standby hold pool uids: a supervisor and a waiting process each.
-    assert len(_processes_of_pool_uids()) <= 2 * info["runs_on_standby"]
+    # Only the runs on standby hold pool uids: a supervisor and a waiting process each. The
+    # pgrep run's own supervisor may still be removing its workdir after its answer.
+    for _ in range(50):
+        holders = _processes_of_pool_uids()
+        if len(holders) <= 2 * info["runs_on_standby"]:
+            break
+        await asyncio.sleep(0.1)
+    assert len(holders) <= 2 * info["runs_on_standby"], holders
 
 
 def _processes_of_pool_uids() -> list[int]:
