@@ -14,6 +14,7 @@ import hashlib
 from typing import Any
 
 from mcp.server.mcpserver import Context
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 STDIO = "stdio"
 
@@ -35,7 +36,15 @@ def caller_key(ctx: Context[Any, Any] | None) -> str | None:
     if request is None:  # stdio carries no HTTP request
         return STDIO
     headers = getattr(request, "headers", None)
-    session = headers.get("mcp-session-id") if headers is not None else None
+    if headers is None:
+        return None
+    # A request of a protocol revision without the initialize handshake is served with no MCP
+    # session at all: an Mcp-Session-Id it carries was never issued or checked by the SDK,
+    # so it is a name the client chose, not a key.
+    version = headers.get("mcp-protocol-version")
+    if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+        return None
+    session = headers.get("mcp-session-id")
     return f"http:{session}" if session else None
 
 

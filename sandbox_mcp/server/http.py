@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sandbox_mcp.config import MIB, Settings
+from sandbox_mcp.sandbox import workspace
 from sandbox_mcp.sandbox.runner import MAX_ARGS_BYTES, MAX_STDIN_BYTES, Sandbox
 from sandbox_mcp.server.metrics import CONTENT_TYPE, RunMetrics
 
@@ -160,11 +161,13 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
 def request_body_limit(settings: Settings) -> int:
     """The largest request body taken: room for the largest call the tools accept.
 
-    Code, stdin and arguments at their limits, and a mebibyte for the JSON around them. Text
+    Code, stdin and arguments at their limits, the files at theirs as base64 (a third
+    larger) with 4 KiB each for their paths, and a mebibyte for the JSON around them. Text
     that JSON must escape heavily (control characters) can still make a call that the
     sandbox would take too large for one request; it is answered 413.
     """
-    return settings.max_code_bytes + MAX_STDIN_BYTES + MAX_ARGS_BYTES + MIB
+    files = -(-settings.max_files_bytes * 4 // 3) + workspace.MAX_INPUT_FILES * 4096
+    return settings.max_code_bytes + MAX_STDIN_BYTES + MAX_ARGS_BYTES + files + MIB
 
 
 async def readiness(sandbox: Sandbox) -> tuple[str, dict[str, Any]]:

@@ -3,7 +3,9 @@
 When a stream was shortened to head and tail, its first `FULL_OUTPUT_BYTES` (the core keeps
 them) stay readable as `sandbox://runs/{run_id}/stdout` (or `stderr`) for `KEEP_SECONDS`. They
 are held in this process's memory, never on disk where a run could reach them, at most
-`MAX_TOTAL_BYTES` in all: the oldest go first when a new one needs room.
+`MAX_TOTAL_BYTES` in all: the oldest go first when a new one needs room. Each belongs to the
+caller whose run made it (callers.py): another caller reads "not found", as for an unknown
+run, since a run id is no secret (it names the run's workdir, which appears in /proc).
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import time
 from collections import OrderedDict
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+
+from sandbox_mcp.server.callers import caller_key
 
 KEEP_SECONDS = 15 * 60
 MAX_TOTAL_BYTES = 64 * 1024 * 1024
@@ -27,38 +32,39 @@ def output_uri(run_id: str, stream: str) -> str:
 
 
 class OutputStore:
-    """Bounded, expiring storage of whole output streams, by (run id, stream)."""
+    """Bounded, expiring storage of whole output streams, by (run id, stream), each with the
+    caller it belongs to."""
 
     def __init__(self, keep_seconds: float = KEEP_SECONDS, max_bytes: int = MAX_TOTAL_BYTES):
         self.keep_seconds = keep_seconds
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], tuple[float, bytes, str]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def put(self, run_id: str, stream: str, data: bytes) -> bool:
-        """Keep `data`; False when it alone is larger than the store."""
+    def put(self, run_id: str, stream: str, data: bytes, owner: str = "") -> bool:
+        """Keep `data` for `owner`; False when it alone is larger than the store."""
         if len(data) > self.max_bytes:
             return False
         with self._lock:
             self._expire(time.monotonic())
             while self._entries and self._bytes + len(data) > self.max_bytes:
-                _key, (_at, dropped) = self._entries.popitem(last=False)
+                _key, (_at, dropped, _owner) = self._entries.popitem(last=False)
                 self._bytes -= len(dropped)
-            self._entries[(run_id, stream)] = (time.monotonic(), data)
+            self._entries[(run_id, stream)] = (time.monotonic(), data, owner)
             self._bytes += len(data)
         return True
 
-    def get(self, run_id: str, stream: str) -> bytes | None:
-        """The stream, or None when it expired, was dropped or never was."""
+    def get(self, run_id: str, stream: str, owner: str = "") -> bytes | None:
+        """The stream, or None when it expired, was dropped, never was or is not `owner`'s."""
         with self._lock:
             self._expire(time.monotonic())
             entry = self._entries.get((run_id, stream))
-        return entry[1] if entry else None
+        return entry[1] if entry and entry[2] == owner else None
 
     def _expire(self, now: float) -> None:
         while self._entries:
-            key, (at, data) = next(iter(self._entries.items()))
+            key, (at, data, _owner) = next(iter(self._entries.items()))
             if now - at < self.keep_seconds:
                 return
             del self._entries[key]
@@ -76,8 +82,9 @@ def register(server: MCPServer, store: OutputStore) -> None:
         f"(first 10 MB), readable for {KEEP_SECONDS // 60} minutes after the run.",
         mime_type="text/plain",
     )
-    def run_output(run_id: str, stream: str) -> str:
-        data = store.get(run_id, stream) if stream in STREAMS else None
+    def run_output(run_id: str, stream: str, ctx: Context) -> str:
+        owner = caller_key(ctx) or ""
+        data = store.get(run_id, stream, owner) if stream in STREAMS else None
         if data is None:
             raise ResourceNotFoundError(
                 f"no stored {stream} for run {run_id}: only shortened output is kept, for "

@@ -193,7 +193,13 @@ def register(
         structured = _structured(result)
         links: list[ResourceLink] = []
         for stream, full in (("stdout", result.stdout_full), ("stderr", result.stderr_full)):
-            if full is not None and outputs.put(result.run_id, stream, full):
+            # A caller without a key (HTTP without an MCP session) could not be told apart
+            # from the others when it reads: its whole output is not kept.
+            if (
+                full is not None
+                and owner is not None
+                and outputs.put(result.run_id, stream, full, owner)
+            ):
                 uri = output_uri(result.run_id, stream)
                 setattr(structured, f"{stream}_uri", uri)
                 links.append(

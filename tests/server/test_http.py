@@ -3,6 +3,7 @@ official SDK's Streamable HTTP client and by plain HTTP requests."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from sandbox_mcp import __version__
 from tests.http_server import (
@@ -120,6 +122,27 @@ async def test_a_call_as_large_as_the_limits_allow_fits_in_one_request(server: H
 
     assert not result.is_error, result
     assert result.structured_content["stdout"] == f"{2 * 1024 * 1024}\n"
+
+
+@pytest.mark.anyio
+async def test_files_at_their_limit_fit_in_one_request_beside_large_code(
+    server: HttpServer,
+) -> None:
+    # 8 files of 1 MiB as base64 (the default SANDBOX_MAX_FILES_BYTES) and 3 MiB of code.
+    blob = base64.b64encode(b"\0" * (1024 * 1024 - 64)).decode()
+    files = [{"path": f"f{n}.bin", "content": blob, "encoding": "base64"} for n in range(8)]
+    code = "import os\n" + "#" * (3 * 1024 * 1024) + "\nprint(len(os.listdir('.')))\n"
+    async with (
+        httpx2.AsyncClient(headers=server.headers()) as http,
+        Client(streamable_http_client(server.url, http_client=http)) as client,
+    ):
+        result = await client.call_tool(
+            "execute_code", {"language": "python", "code": code, "files": files}
+        )
+
+    # Taken and run (how the run ends on a loaded machine is not the point): not a 413.
+    assert not result.is_error, result
+    assert result.structured_content["run_id"]
 
 
 def test_a_body_beyond_every_limit_is_refused(server: HttpServer) -> None:
@@ -346,3 +369,22 @@ def _ends_within(pid: int, seconds: float) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+@pytest.mark.anyio
+async def test_a_whole_output_is_readable_by_its_own_caller_only(server: HttpServer) -> None:
+    code = "print('private ' * 20000)"
+    async with (
+        httpx2.AsyncClient(headers=server.headers()) as http_a,
+        Client(streamable_http_client(server.url, http_client=http_a), mode="legacy") as a,
+        httpx2.AsyncClient(headers=server.headers()) as http_b,
+        Client(streamable_http_client(server.url, http_client=http_b), mode="legacy") as b,
+    ):
+        result = await a.call_tool("execute_code", {"language": "python", "code": code})
+        uri = result.structured_content["stdout_uri"]
+        assert uri, result.structured_content
+        own = await a.read_resource(uri)
+        with pytest.raises(MCPError):
+            await b.read_resource(uri)
+
+    assert own.contents[0].text.count("private") == 20000

@@ -160,6 +160,17 @@ def test_the_caller_key_is_the_http_session_when_there_is_one() -> None:
         request_context = RequestContext()
 
     assert caller_key(Ctx()) == "http:abc"  # type: ignore[arg-type]
+    Ctx.request_context.request.headers = {
+        "mcp-session-id": "abc",
+        "mcp-protocol-version": "2025-06-18",
+    }
+    assert caller_key(Ctx()) == "http:abc"  # type: ignore[arg-type]
+    # A revision served without an MCP session: the header was never issued by the server.
+    Ctx.request_context.request.headers = {
+        "mcp-session-id": "chosen-by-the-client",
+        "mcp-protocol-version": "2026-07-28",
+    }
+    assert caller_key(Ctx()) is None  # type: ignore[arg-type]
     Ctx.request_context.request.headers = {}
     assert caller_key(Ctx()) is None  # type: ignore[arg-type] # no key: no sessions
     assert caller_key(None) == STDIO
