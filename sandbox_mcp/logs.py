@@ -46,3 +46,6 @@ def configure(level: str, form: str = "plain") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # The SDK logs each failed tool call and resource read at INFO with its message and URI,
+    # which carry session ids, credentials to those sessions; our own lines say what failed.
+    logging.getLogger("mcp.server.mcpserver.server").setLevel(max(logging.WARNING, root.level))

@@ -317,14 +317,14 @@ class Sessions:
             raise self._ended_error(session_id, ended[1])
         # Another caller's session, alive or not, is answered as an unknown one.
         raise UnknownSession(
-            f"unknown session_id {session_id!r}: no session of yours has this id. Pass "
+            "unknown session_id: no session of yours has this id. Pass "
             'session_id "new" to open one, or leave it out for a fresh sandbox'
         )
 
     @staticmethod
     def _ended_error(session_id: str, reason: str) -> SessionEnded:
         return SessionEnded(
-            f"session {session_id!r} has ended: {reason}. Its variables and files are gone; "
+            f"this session has ended: {reason}. Its variables and files are gone; "
             'pass session_id "new" to open another'
         )
 

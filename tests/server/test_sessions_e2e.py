@@ -90,7 +90,7 @@ async def test_javascript_session_and_reset_by_language(client: Client) -> None:
 async def test_an_unknown_id_and_a_timeout_in_a_session(client: Client) -> None:
     unknown = await execute(client, language="python", code="1", session_id="made-up")
     assert unknown.is_error
-    assert "unknown session_id 'made-up'" in unknown.content[0].text
+    assert "unknown session_id: no session of yours" in unknown.content[0].text
 
     opened = await execute(client, language="python", code="keep = 1", session_id="new")
     session_id = opened.structured_content["session_id"]
