@@ -96,6 +96,9 @@ class Session:
     ended: str | None = None
     # Calls cancelled by their caller whose outcomes the supervisor has yet to send.
     unreported: int = 0
+    # A cancelled call's outcome, read late, said the interpreter was lost: the next answer
+    # tells it, since the cancelled call's never went out.
+    lost_unreported: bool = False
 
     @property
     def label(self) -> str:
@@ -283,29 +286,38 @@ class Sessions:
         return session
 
     def _make_room(self, owner: str, notes: list[str]) -> None:
-        """Below the cap, nothing; at it, end the least recently used idle session."""
+        """Below the caps, nothing. A caller holding half the sessions makes room among its
+        own; at the cap, the least recently used idle session goes."""
         limit = self.settings.max_sessions
-        if len(self._open) + self._opening < limit:
+        share = max(1, limit // 2)
+        own = [session for session in self._open.values() if session.owner == owner]
+        if len(own) >= share:
+            # One caller cannot push every other caller's sessions out.
+            candidates = own
+            cap = f"a caller holds at most {share} sessions (half of SANDBOX_MAX_SESSIONS)"
+        elif len(self._open) + self._opening < limit:
             return
+        else:
+            candidates = list(self._open.values())
+            cap = f"the sandbox holds at most {limit} sessions (SANDBOX_MAX_SESSIONS)"
         idle = sorted(
-            (session for session in self._open.values() if not session.busy),
+            (session for session in candidates if not session.busy),
             key=lambda session: session.last_used,
         )
         if not idle:
             raise TooManySessions(
-                f"the sandbox holds at most {limit} sessions (SANDBOX_MAX_SESSIONS) and every "
-                "one is in a call; end one of yours with reset_session, or try again"
+                f"{cap} and every one is in a call; end one of yours with reset_session, or "
+                "try again"
             )
         victim = idle[0]
         self._end(
             victim,
-            f"it was evicted to make room for a newer session (at most {limit} sessions; the "
-            "least recently used idle one goes first)",
+            f"it was evicted to make room for a newer session ({cap}; the least recently used "
+            "idle one goes first)",
         )
         whose = f"your session {victim.id}" if victim.owner == owner else "another caller's session"
         notes.append(
-            f"the sandbox holds at most {limit} sessions: {whose}, the least recently used "
-            "idle one, was ended to make room for this one"
+            f"{cap}: {whose}, the least recently used idle one, was ended to make room for this one"
         )
 
     def _find(self, owner: str, session_id: str) -> Session:
@@ -440,9 +452,18 @@ class Sessions:
         result = sandbox._result(
             spec, prepared, outcome, stdout, stderr, timeout, listing, request.caller
         )
-        return dataclasses.replace(
-            result, session_id=session.id, session_state_lost=persistent and outcome.state_lost
-        )
+        lost = persistent and (outcome.state_lost or session.lost_unreported)
+        if persistent and session.lost_unreported and not outcome.state_lost:
+            result = dataclasses.replace(
+                result,
+                notes=(
+                    *result.notes,
+                    "an earlier call of this session was cancelled, which stopped its "
+                    "interpreter: this call ran in a fresh one, without the earlier state",
+                ),
+            )
+        session.lost_unreported = False
+        return dataclasses.replace(result, session_id=session.id, session_state_lost=lost)
 
     def _send_call(
         self, session: Session, message: dict[str, Any], code: bytes, stdin: bytes
@@ -478,7 +499,10 @@ class Sessions:
         while session.unreported:
             wait = self.settings.max_timeout + 15.0
             try:
-                await asyncio.wait_for(runner_module._await_outcome(loop, session.control), wait)
+                outcome, _listing = await asyncio.wait_for(
+                    runner_module._await_outcome(loop, session.control), wait
+                )
+                session.lost_unreported |= outcome.state_lost
             except TimeoutError:
                 self._end(session, "its sandbox failed")
                 raise LauncherError("the session's sandbox did not answer") from None

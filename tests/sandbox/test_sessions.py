@@ -250,23 +250,46 @@ async def test_an_idle_session_expires(run_root: Path) -> None:
 
 
 async def test_the_least_recently_used_session_makes_room(run_root: Path) -> None:
-    box = Sandbox(replace(BASE, run_root=run_root, max_sessions=2))
+    box = Sandbox(replace(BASE, run_root=run_root, max_sessions=4))
     await box.start()
     try:
         oldest = await run(box, "python", "a = 1")
         newer = await run(box, "python", "b = 2")
         await run(box, "python", "print(a)", oldest.session_id)  # now newer is the idlest
+        # A caller holds at most half of the sessions: its own idlest one makes room.
         third = await run(box, "python", "c = 3")
 
-        assert any("your session" in note and "make room" in note for note in third.notes)
+        assert any("at most 2 sessions" in note and "your session" in note for note in third.notes)
         assert box.sessions.count() == 2
         with pytest.raises(SessionEnded, match="evicted"):
             await run(box, "python", "print(b)", newer.session_id)
         assert (await run(box, "python", "print(a)", oldest.session_id)).stdout == "1\n"
-        foreign = await run(box, "python", "d = 4", owner="someone else")
+
+        # Below its share, a caller at the sandbox's cap ends the idlest session of anyone.
+        for code in ("d = 4", "e = 5"):
+            assert not (await run(box, "python", code, owner="bob")).notes
+        foreign = await run(box, "python", "f = 6", owner="carol")
         assert any("another caller's session" in note for note in foreign.notes)
+        assert box.sessions.count() == 4
     finally:
         await box.close()
+
+
+async def test_the_call_after_a_cancelled_one_says_the_state_was_lost(sandbox: Sandbox) -> None:
+    opened = await run(sandbox, "python", "keep = 1")
+    call = asyncio.ensure_future(
+        run(sandbox, "python", "import time\ntime.sleep(20)", opened.session_id)
+    )
+    await asyncio.sleep(2)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+    after = await run(sandbox, "python", "print('keep' in globals())", opened.session_id)
+
+    assert after.stdout == "False\n"
+    assert after.session_state_lost is True
+    assert any("was cancelled" in note for note in after.notes)
 
 
 # --- who may reach a session -------------------------------------------------------------------
