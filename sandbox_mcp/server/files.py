@@ -1,39 +1,82 @@
 """The files a run left, shaped for the answer: images as images, SVG and small text files
-as text, everything listed in the structured content."""
+as text, everything listed in the structured content.
+
+An image goes into the content only if its headers are sound and its size within the caps
+(`sandbox_mcp.sandbox.images`), checked here on the bytes the server holds so that no
+listing can bypass it, and only the first `MAX_IMAGES_SENT` of those: the rest are listed,
+with a `note` saying why they are not shown.
+"""
 
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 
 from mcp.types import EmbeddedResource, ImageContent, TextResourceContents
 
+from sandbox_mcp.sandbox.images import image_problem
 from sandbox_mcp.sandbox.runner import RunResult
+from sandbox_mcp.sandbox.workspace import IMAGE_TYPES, OutputFile
 from sandbox_mcp.server.schema import FileInfo
+
+# Each image costs the model hundreds to thousands of tokens: a loop of plt.show() would
+# otherwise fill the answer with figures. The first ones, in listing order, are sent.
+MAX_IMAGES_SENT = 8
+_OVER_COUNT = f"not shown as an image: at most {MAX_IMAGES_SENT} images per answer"
+
+
+@dataclass(frozen=True)
+class _Shown:
+    """One listed file and how it is shown: as an image or not, and why not."""
+
+    file: OutputFile
+    image: bool
+    note: str | None
+
+
+def _shown(result: RunResult) -> list[_Shown]:
+    shown, sent = [], 0
+    for found in result.files:
+        note = None
+        if found.is_image and found.content is not None:
+            problem = image_problem(found.mime_type, found.content)
+            if problem:
+                note = f"not shown as an image: {problem}"
+            elif sent >= MAX_IMAGES_SENT:
+                note = _OVER_COUNT
+        elif found.mime_type in IMAGE_TYPES:
+            note = "not shown as an image: over 1 MB, or over 4 MB of images in all"
+        image = found.is_image and note is None
+        sent += image
+        shown.append(_Shown(found, image, note))
+    return shown
 
 
 def file_infos(result: RunResult) -> list[FileInfo]:
     """Each listed file; `content` holds the text of those that came back as text."""
     return [
         FileInfo(
-            path=found.path,
-            size=found.size,
-            mime_type=found.mime_type,
-            status=found.status,  # type: ignore[arg-type]
-            content=found.text,
-            image=found.is_image,
+            path=item.file.path,
+            size=item.file.size,
+            mime_type=item.file.mime_type,
+            status=item.file.status,  # type: ignore[arg-type]
+            content=item.file.text,
+            image=item.image,
+            note=item.note,
         )
-        for found in result.files
+        for item in _shown(result)
     ]
 
 
 def content_blocks(result: RunResult) -> list[ImageContent | EmbeddedResource]:
-    """An image block per image that came back, an embedded text resource per SVG.
+    """An image block per image shown, an embedded text resource per SVG.
 
     SVG goes as text: some model APIs refuse SVG images.
     """
     blocks: list[ImageContent | EmbeddedResource] = []
-    for found in result.files:
-        if found.is_image and found.content is not None:
+    for item in _shown(result):
+        found = item.file
+        if item.image and found.content is not None:
             data = base64.b64encode(found.content).decode()
             blocks.append(ImageContent(type="image", data=data, mime_type=found.mime_type))
         elif found.mime_type == "image/svg+xml" and found.text is not None:
@@ -51,9 +94,24 @@ def summary_lines(result: RunResult) -> list[str]:
     if not result.files:
         return []
     lines = ["--- files ---"]
-    for found in result.files:
-        shown = " (image below)" if found.is_image else ""
-        lines.append(f"{found.path} ({found.size} bytes, {found.mime_type}, {found.status}){shown}")
+    shown = _shown(result)
+    for item in shown:
+        found = item.file
+        if item.image:
+            tail = " (image below)"
+        elif item.note == _OVER_COUNT:
+            tail = " (over the image cap)"
+        elif item.note:
+            tail = f" ({item.note})"
+        else:
+            tail = ""
+        lines.append(f"{found.path} ({found.size} bytes, {found.mime_type}, {found.status}){tail}")
     if result.files_unlisted:
         lines.append(f"... and {result.files_unlisted} more files not listed")
+    left_out = sum(item.note == _OVER_COUNT for item in shown)
+    if left_out:
+        lines.append(
+            f"{left_out} more images left out (at most {MAX_IMAGES_SENT} shown per answer): "
+            "they are only listed, here and in `files`"
+        )
     return lines

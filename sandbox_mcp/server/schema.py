@@ -63,6 +63,11 @@ class FileInfo(BaseModel):
         description="Whether the file (PNG, JPEG, GIF, WEBP, at most 1 MB, 4 MB per run) is "
         "in the answer's content as an image.",
     )
+    note: str | None = Field(
+        default=None,
+        description="Why an image is not in the content as an image (malformed header, over "
+        "8000 px a side or 40 megapixels, over 8 images per answer, too large); null otherwise.",
+    )
 
 
 class ExecutionResult(BaseModel):

@@ -140,7 +140,8 @@ def register(
         session loses the interpreter's state (session_state_lost) but keeps the files.
         Sessions end with reset_session or after a while unused. Files a run creates or
         changes are listed in `files` (not those under .tmp/, which is $TMPDIR, nor build
-        products): images (PNG, JPEG, GIF, WEBP up to 1 MB) come back as images, small text
+        products): images (PNG, JPEG, GIF, WEBP up to 1 MB, 8000 px a side, well-formed; the
+        first 8 per answer, the rest only listed) come back as images, small text
         files (up to 8 KB) and SVG as text, others by name and size only. Python has numpy,
         pandas, matplotlib, scipy, sympy, pillow and tabulate (list_languages has the
         versions); nothing else can be installed. matplotlib draws headless: plt.show()

@@ -11,6 +11,7 @@ import pytest
 from mcp import Client
 from mcp.types import ImageContent, ResourceLink, TextContent
 
+from sandbox_mcp.server.files import MAX_IMAGES_SENT
 from tests.support import server_params
 
 pytestmark = pytest.mark.anyio
@@ -47,6 +48,7 @@ async def test_a_multi_file_project_runs_and_its_outputs_are_listed(client: Clie
             "status": "created",
             "content": "a,b\n",
             "image": False,
+            "note": None,
         }
     ]
     assert "out.csv (4 bytes, text/csv, created)" in result.content[0].text
@@ -84,6 +86,83 @@ async def test_a_plot_comes_back_as_a_png_image(client: Client) -> None:
     assert images[0].mime_type == "image/png"
     assert base64.b64decode(images[0].data).startswith(b"\x89PNG")
     assert result.structured_content["files"][0]["image"] is True
+
+
+BAD_IMAGES = """
+import struct, zlib
+
+def chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+header = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
+pixels = chunk(b"IDAT", zlib.compress(b"\\0" * 64))
+huge = b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
+open("huge.png", "wb").write(huge)
+open("fake.png", "wb").write(b"\\x89PNG\\r\\n\\x1a\\n" + bytes(range(256)) * 4)
+open("gif.jpg", "wb").write(b"GIF89a" + b"\\xff" * 40)
+"""
+
+
+async def test_a_malformed_or_huge_image_is_listed_but_not_sent(client: Client) -> None:
+    result = await execute(client, code=BAD_IMAGES)
+
+    assert not result.is_error, result.content
+    assert not [block for block in result.content if isinstance(block, ImageContent)]
+    files = {info["path"]: info for info in result.structured_content["files"]}
+    assert files["huge.png"]["mime_type"] == files["fake.png"]["mime_type"] == "image/png"
+    assert files["gif.jpg"]["mime_type"] == "image/gif"
+    assert not any(info["image"] for info in files.values())
+    assert "100000x100000" in files["huge.png"]["note"]
+    assert "IHDR" in files["fake.png"]["note"]
+    assert "over the cap" in files["gif.jpg"]["note"]
+    text = result.content[0].text
+    assert "huge.png" in text and "not shown as an image" in text and "(image below)" not in text
+
+
+async def test_images_past_the_cap_are_listed_and_counted_in_the_summary(client: Client) -> None:
+    code = (
+        "import matplotlib.pyplot as plt\n"
+        "for i in range(20):\n    plt.figure(figsize=(2, 2)); plt.plot([0, i])\n"
+        "plt.show()"
+    )
+    result = await execute(client, code=code)
+
+    assert not result.is_error, result.content
+    images = [block for block in result.content if isinstance(block, ImageContent)]
+    assert len(images) == MAX_IMAGES_SENT, result.content[0].text
+    files = result.structured_content["files"]
+    assert len(files) == 20
+    assert sum(info["image"] for info in files) == MAX_IMAGES_SENT
+    left_out = [info for info in files if not info["image"]]
+    assert all("at most 8 images per answer" in info["note"] for info in left_out)
+    assert f"{20 - MAX_IMAGES_SENT} more images left out" in result.content[0].text
+
+
+PILLOW_IMAGES = """
+from PIL import Image
+picture = Image.new("RGB", (300, 200), (200, 30, 30))
+for name in ("a.jpg", "a.gif", "a.webp", "a.png"):
+    picture.save(name)
+Image.new("RGBA", (300, 200)).save("b.webp", lossless=True)
+"""
+
+
+async def test_images_made_by_pillow_are_sent(client: Client) -> None:
+    result = await execute(client, code=PILLOW_IMAGES)
+
+    assert not result.is_error, result.content
+    files = result.structured_content["files"]
+    assert [(info["path"], info["image"], info["note"]) for info in files] == [
+        (name, True, None) for name in ("a.gif", "a.jpg", "a.png", "a.webp", "b.webp")
+    ]
+    images = [block for block in result.content if isinstance(block, ImageContent)]
+    assert sorted(block.mime_type for block in images) == [
+        "image/gif",
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "image/webp",
+    ]
 
 
 async def test_a_long_output_is_readable_whole_as_a_resource(client: Client) -> None:
