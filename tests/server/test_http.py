@@ -23,6 +23,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from sandbox_mcp import __version__
+from sandbox_mcp.config import Settings
+from sandbox_mcp.server.http import request_body_limit
 from tests.http_server import (
     HttpServer,
     free_port,
@@ -147,7 +149,7 @@ async def test_files_at_their_limit_fit_in_one_request_beside_large_code(
 
 def test_a_body_beyond_every_limit_is_refused(server: HttpServer) -> None:
     headers = {**MCP_HEADERS, **server.headers()}
-    body = b" " * (14 * 1024 * 1024)  # 4 MiB code + 8 MiB stdin + 64 KiB args + 1 MiB, and more
+    body = b" " * (request_body_limit(Settings()) + 1)
 
     response = httpx2.post(server.url, content=body, headers=headers, timeout=60)
 
