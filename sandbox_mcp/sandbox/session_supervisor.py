@@ -20,6 +20,11 @@ stdin, stdout, stderr and the code. It is answered with a `RunOutcome`, as a run
   next call starts a new interpreter. A call that ends normally keeps the interpreter;
   processes it started are killed, and the interpreter is stopped (SIGSTOP) until the next
   call, so that nothing of the session runs between calls.
+- Every call ends with a measure of the workdir: a call shorter than the disk sampling, or
+  the input files it brought, can put it past the disk limit too; its limit is then `disk`,
+  and the server ends the session.
+- A call whose input files or main file cannot be written (something an earlier call left is
+  in the way) fails alone, with `unwritable_path`: the interpreter is not touched.
 """
 
 from __future__ import annotations

@@ -446,8 +446,8 @@ class Sessions:
         if outcome.unwritable_path is not None:
             # Nothing ran: the caller can pass another path or remove what is in the way.
             raise InvalidPath(
-                f"{outcome.error} (left there by an earlier call in this session); send the "
-                "file under another path or remove what is there, the session is unchanged"
+                f"{outcome.error}. Nothing ran and the session goes on: send the file under "
+                "another path (the main file: another `filename`), or remove what is there"
             )
         if outcome.error in (runner_module.SUPERVISOR_GONE, runner_module.SUPERVISOR_SILENT):
             self._end(session, "its sandbox failed")
