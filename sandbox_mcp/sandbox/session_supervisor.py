@@ -20,6 +20,11 @@ stdin, stdout, stderr and the code. It is answered with a `RunOutcome`, as a run
   next call starts a new interpreter. A call that ends normally keeps the interpreter;
   processes it started are killed, and the interpreter is stopped (SIGSTOP) until the next
   call, so that nothing of the session runs between calls.
+- Every call ends with a measure of the workdir: a call shorter than the disk sampling, or
+  the input files it brought, can put it past the disk limit too; its limit is then `disk`,
+  and the server ends the session.
+- A call whose input files or main file cannot be written (something an earlier call left is
+  in the way) fails alone, with `unwritable_path`: the interpreter is not touched.
 """
 
 from __future__ import annotations
@@ -45,10 +50,12 @@ from typing import Any
 from sandbox_mcp.sandbox import _libc, processes, session_drivers, workspace
 from sandbox_mcp.sandbox.spec import RunOutcome, RunSpec
 from sandbox_mcp.sandbox.supervisor import (
+    _MAX_ENTRIES,
     RunFds,
     _become,
     _build,
     _close_quietly,
+    _disk_usage,
     _drain,
     _exit_of,
     _kill_everything,
@@ -186,7 +193,13 @@ def _serve_call(
         main_file=str(message["main_file"]),
         limits=dataclasses.replace(spec.limits, timeout_seconds=float(message["timeout"])),
     )
-    _write_main(call, payload, replace=True)
+    try:
+        _write_main(call, payload, replace=True)
+    except workspace.NotWritable as exc:
+        # Something an earlier call left is in the way: the caller's to clear, and nothing
+        # of the session (its interpreter included) is touched.
+        failed = dataclasses.replace(RunOutcome.failed(str(exc)), unwritable_path=exc.path)
+        return failed, interpreter, None
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     watch = _Watch()
     # Files from earlier calls are not this call's: only what changes from here is listed.
@@ -203,6 +216,7 @@ def _serve_call(
             watch.program = _Step()
             _run_step(call, call.argv, (stdin, stdout, stderr), control, watch, watch.program)
         _kill_everything(watch, spec.uid is not None)
+        _measure_disk(call, watch)
         outcome = _outcome(call, watch)
         spent = _children_cpu_ms() - _cpu_ms(before)
         outcome = dataclasses.replace(outcome, cpu_ms=round(max(spent, 0.0), 3))
@@ -272,6 +286,7 @@ def _call_interpreter(
             signal_name = "SIGKILL"
         elif os.WIFSIGNALED(step.status) and watch.limit is None:
             watch.limit = _limit_from_signal(call, os.WTERMSIG(step.status), step.usage)
+    _measure_disk(call, watch)
     cpu_ms += _children_cpu_ms() - children_before
     if step.ended is None:
         step.ended = time.monotonic()
@@ -390,6 +405,15 @@ def _watch_call(
                     return None
         finally:
             os.close(pidfd)
+
+
+def _measure_disk(call: RunSpec, watch: _Watch) -> None:
+    """Measure the workdir once nothing of the session runs: the watchdog samples it only
+    every `_DISK_EVERY` during a call, and the input files written before it never. A
+    workdir past the limit makes it the call's limit (the server then ends the session)."""
+    used, entries = _disk_usage(call.workdir)
+    if used > call.limits.max_disk_bytes or entries > _MAX_ENTRIES:
+        watch.limit = "disk"
 
 
 def _relay(source: int, target: int, until_eof: bool = False) -> None:

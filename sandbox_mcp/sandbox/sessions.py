@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from sandbox_mcp.errors import (
     ConfigurationError,
+    InvalidPath,
     InvalidRequest,
     LauncherError,
     SessionEnded,
@@ -174,14 +175,21 @@ class Sessions:
                 if session.ended is not None:
                     self._close(session)
 
-        if result.session_state_lost:
+        disk_full = session.ended == _disk_reason(session)
+        if disk_full:
+            notes.append(
+                f"the session's files went past the disk limit of "
+                f"{session.spec.limits.max_disk_bytes} bytes: the session was ended; open a "
+                'new one (session_id "new")'
+            )
+        elif result.session_state_lost:
             notes.append(
                 "the session's interpreter was stopped by this call's "
                 f"{result.limit or 'end'}: its state (variables, functions, imports) is lost; "
                 "the files in its working directory remain, and the next call starts a "
                 "fresh interpreter there"
             )
-        if session.ended is not None:
+        if session.ended is not None and not disk_full:
             notes.append(f"the session has ended: {session.ended}")
         return dataclasses.replace(result, notes=(*result.notes, *notes))
 
@@ -447,12 +455,21 @@ class Sessions:
             except asyncio.CancelledError:
                 session.unreported += 1
                 raise
+        if outcome.unwritable_path is not None:
+            # Nothing ran: the caller can pass another path or remove what is in the way.
+            raise InvalidPath(
+                f"{outcome.error}. Nothing ran and the session goes on: send the file under "
+                "another path (the main file: another `filename`), or remove what is there"
+            )
         if outcome.error in (runner_module.SUPERVISOR_GONE, runner_module.SUPERVISOR_SILENT):
             self._end(session, "its sandbox failed")
+        disk_full = outcome.limit == "disk"
+        if disk_full:
+            self._end(session, _disk_reason(session))
         result = sandbox._result(
             spec, prepared, outcome, stdout, stderr, timeout, listing, request.caller
         )
-        lost = persistent and (outcome.state_lost or session.lost_unreported)
+        lost = disk_full or (persistent and (outcome.state_lost or session.lost_unreported))
         if persistent and session.lost_unreported and not outcome.state_lost:
             result = dataclasses.replace(
                 result,
@@ -507,6 +524,10 @@ class Sessions:
                 self._end(session, "its sandbox failed")
                 raise LauncherError("the session's sandbox did not answer") from None
             session.unreported -= 1
+
+
+def _disk_reason(session: Session) -> str:
+    return f"its files went past the disk limit of {session.spec.limits.max_disk_bytes} bytes"
 
 
 async def _receive_with_fds(control: socket.socket) -> tuple[dict[str, Any], list[int]]:

@@ -24,6 +24,7 @@ Only the standard library: the supervisor imports this module, in the warm templ
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import mimetypes
@@ -251,11 +252,44 @@ def write_payload(workdir: str, main_file: str, payload: int, replace_main: bool
     try:
         for path, start_at, file_size in entries:
             *dirs, name = path.split("/")
-            with _directory(root, dirs) as parent:
-                _write_file(parent, name, payload, start_at, file_size, replace=True)
-        _write_file(root, main_file, payload, offset, main_size, replace=replace_main)
+            with contextlib.ExitStack() as stack:
+                try:
+                    parent = stack.enter_context(_directory(root, dirs))
+                except OSError as exc:
+                    raise NotWritable(path, _why_no_directory(exc)) from exc
+                try:
+                    _write_file(parent, name, payload, start_at, file_size, replace=True)
+                except OSError as exc:
+                    raise NotWritable(path, _why_not_written(exc)) from exc
+        try:
+            _write_file(root, main_file, payload, offset, main_size, replace=replace_main)
+        except OSError as exc:
+            raise NotWritable(main_file, _why_not_written(exc)) from exc
     finally:
         os.close(root)
+
+
+class NotWritable(OSError):
+    """An input file or the main file could not be written where it goes (`path`): in a
+    session, something an earlier call left is in the way."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"could not write {path}: {reason}")
+        self.path = path
+
+
+def _why_not_written(exc: OSError) -> str:
+    # EISDIR: a directory; ELOOP: a link (O_NOFOLLOW); ENXIO: a FIFO with no reader
+    # (O_NONBLOCK); no errno: opened, and found not to be a regular file.
+    if exc.errno in (None, errno.EISDIR, errno.ELOOP, errno.ENXIO):
+        return "it exists and is not a regular file"
+    return exc.strerror or str(exc)
+
+
+def _why_no_directory(exc: OSError) -> str:
+    if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+        return "a directory on its path exists and is a file or a link"
+    return exc.strerror or str(exc)
 
 
 def make_links(workdir: str, links: Sequence[Sequence[str]]) -> None:

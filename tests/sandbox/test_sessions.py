@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from sandbox_mcp.config import Settings
-from sandbox_mcp.errors import InvalidRequest, SessionEnded, UnknownSession
+from sandbox_mcp.errors import InvalidPath, InvalidRequest, SessionEnded, UnknownSession
 from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox
+from sandbox_mcp.sandbox.workspace import InputFile
 from tests.support import IS_ROOT, process_exists, uid_base
 
 pytestmark = pytest.mark.anyio
@@ -207,6 +208,85 @@ async def test_the_cpu_limit_counts_each_call_apart(run_root: Path) -> None:
         assert again.stdout == "False\n"
     finally:
         await box.close()
+
+
+@pytest.mark.parametrize("language", ["bash", "python"])
+async def test_a_call_that_fills_the_disk_ends_the_session(run_root: Path, language: str) -> None:
+    # Each call is far shorter than the watchdog's sampling interval: only the measure at
+    # the end of the call sees the workdir grow past the limit.
+    box = Sandbox(replace(BASE, run_root=run_root, max_disk_bytes=4 * 1024 * 1024))
+    await box.start()
+    try:
+        fill = {
+            "bash": "head -c 1500000 /dev/zero > f$RANDOM$RANDOM; pwd",
+            "python": "import os, uuid\nopen(uuid.uuid4().hex, 'wb').write(bytes(1500000))\n"
+            "print(os.getcwd())",
+        }[language]
+        first = await run(box, language, fill)
+        assert (first.exit_code, first.limit) == (0, None)
+        workdir = Path(first.stdout.strip())
+        results = [first]
+        while results[-1].limit is None and len(results) < 6:
+            results.append(await run(box, language, fill, first.session_id))
+        full = results[-1]
+        assert full.limit == "disk", [result.limit for result in results]
+        assert full.session_state_lost
+        assert any(
+            f"went past the disk limit of {4 * 1024 * 1024} bytes" in note
+            and "session was ended" in note
+            for note in full.notes
+        ), full.notes
+        assert await gone(workdir)
+        assert box.sessions.count() == 0
+        with pytest.raises(SessionEnded, match="disk limit"):
+            await run(box, language, "echo", first.session_id)
+    finally:
+        await box.close()
+
+
+async def test_input_files_count_toward_the_session_disk_limit(run_root: Path) -> None:
+    box = Sandbox(replace(BASE, run_root=run_root, max_disk_bytes=2 * 1024 * 1024))
+    await box.start()
+    try:
+        big = bytes(1200 * 1024)
+        first = await run(box, "python", "pass", files=(InputFile("a.bin", big),))
+        assert (first.exit_code, first.limit) == (0, None)
+        second = await run(
+            box, "python", "pass", first.session_id, files=(InputFile("b.bin", big),)
+        )
+        assert second.limit == "disk"
+        with pytest.raises(SessionEnded, match="disk limit"):
+            await run(box, "python", "pass", first.session_id)
+    finally:
+        await box.close()
+
+
+async def test_an_input_file_over_a_directory_is_refused_and_the_session_goes_on(
+    sandbox: Sandbox,
+) -> None:
+    first = await run(sandbox, "python", "import os\nos.mkdir('data.txt')\nkept = 5")
+    assert first.exit_code == 0
+    with pytest.raises(InvalidPath, match=r"could not write data\.txt: it exists and is not a"):
+        await run(
+            sandbox, "python", "print(1)", first.session_id, files=(InputFile("data.txt", b"x"),)
+        )
+    after = await run(sandbox, "python", "print(kept)", first.session_id)
+    assert (after.exit_code, after.stdout, after.session_state_lost) == (0, "5\n", False)
+
+
+@pytest.mark.parametrize(
+    "make", ["os.mkdir('main.py')", "os.mkfifo('main.py')", "os.symlink('/etc/passwd', 'main.py')"]
+)
+async def test_a_main_file_taken_by_a_non_regular_file_is_refused(
+    sandbox: Sandbox, make: str
+) -> None:
+    # The call's own main file is main.py: the code removes it, then puts something there.
+    first = await run(sandbox, "python", f"import os\nos.unlink('main.py')\n{make}\nkept = 6")
+    assert first.exit_code == 0, first.stderr
+    with pytest.raises(InvalidPath, match=r"could not write main\.py: it exists and is not a"):
+        await run(sandbox, "python", "print(1)", first.session_id)
+    other = await run(sandbox, "python", "print(kept)", first.session_id, filename="other.py")
+    assert (other.exit_code, other.stdout, other.session_state_lost) == (0, "6\n", False)
 
 
 # --- how sessions end --------------------------------------------------------------------------

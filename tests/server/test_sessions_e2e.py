@@ -207,3 +207,54 @@ async def test_files_sent_to_a_session_and_a_plot_made_in_it_come_back(client: C
     assert [item["path"] for item in plotted.structured_content["files"]] == ["figure_1.png"]
     assert any(block.type == "image" for block in plotted.content)
     await client.call_tool("reset_session", {"session_id": session_id})
+
+
+async def test_a_file_in_the_way_is_a_tool_error_and_a_full_disk_ends_the_session(
+    run_root: Path,
+) -> None:
+    limit = 8 * 1024 * 1024
+    params = server_params(run_root, SANDBOX_MAX_DISK_BYTES=str(limit))
+    async with Client(params) as client:
+        opened = await execute(
+            client,
+            language="python",
+            code="import os\nos.mkdir('data.txt')\nkept = 1",
+            session_id="new",
+        )
+        session_id = opened.structured_content["session_id"]
+        blocked = await execute(
+            client,
+            language="python",
+            code="print(kept)",
+            files=[{"path": "data.txt", "content": "x"}],
+            session_id=session_id,
+        )
+        assert blocked.is_error
+        assert "could not write data.txt: it exists and is not a regular file" in (
+            blocked.content[0].text
+        )
+        kept = await execute(client, language="python", code="print(kept)", session_id=session_id)
+        assert (
+            kept.structured_content["stdout"],
+            kept.structured_content["session_state_lost"],
+        ) == (
+            "1\n",
+            False,
+        )
+
+        # Calls far shorter than the watchdog's sampling interval.
+        fill = "head -c 3000000 /dev/zero > f$RANDOM$RANDOM"
+        first = await execute(client, language="bash", code=fill, session_id="new")
+        bash_id = first.structured_content["session_id"]
+        limits = [first.structured_content["limit"]]
+        while limits[-1] is None and len(limits) < 6:
+            call = await execute(client, language="bash", code=fill, session_id=bash_id)
+            limits.append(call.structured_content["limit"])
+        assert limits[-1] == "disk", limits
+        assert call.structured_content["session_state_lost"] is True
+        assert any(
+            f"went past the disk limit of {limit} bytes: the session was ended" in note
+            for note in call.structured_content["notes"]
+        ), call.structured_content
+        after = await execute(client, language="bash", code="ls", session_id=bash_id)
+        assert after.is_error and "disk limit" in after.content[0].text
