@@ -166,8 +166,10 @@ async def test_a_call_that_waits_past_the_queue_timeout_is_refused_as_busy(
     async with connected(
         run_root, SANDBOX_MAX_CONCURRENT_RUNS="1", SANDBOX_QUEUE_TIMEOUT="1"
     ) as client:
-        long = asyncio.ensure_future(execute(client, "sleep 4; echo long"))
-        await until(lambda: live_processes("sleep 4"), 10)
+        # Long enough to still hold the slot when the second call has waited its second,
+        # however slowly a loaded machine notices it started.
+        long = asyncio.ensure_future(execute(client, "sleep 10; echo long"))
+        await until(lambda: live_processes("sleep 10"), 10)
         waited = await execute(client, "echo never")
         finished = await long
 
