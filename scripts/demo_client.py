@@ -7,7 +7,8 @@ answer is not what it should be, so the demo doubles as a smoke test:
     scripts/demo --languages python bash            only these languages' snippets
     scripts/demo -- docker run --rm -i ... IMAGE    the server any command starts over stdio
 
-The limits (a deadline, a memory bomb, ...) are always tried, in Python and Bash.
+The limits (a deadline, a memory bomb, ...) are always tried, in Python and Bash; with Python,
+a session too: a module sent as a file, a function kept between calls, a CSV and a plot.
 """
 
 from __future__ import annotations
@@ -187,6 +188,9 @@ async def main(options: argparse.Namespace) -> int:
             result = await client.call_tool("validate_code", {"language": language, "code": code})
             failures += show(result, lambda content: not content["valid"])
 
+        if "python" in chosen:
+            failures += await steps_in_a_session(client)
+
         for title, arguments, limit in LIMITS:
             print(f"# {title}")
             result = await client.call_tool("execute_code", arguments)
@@ -194,6 +198,59 @@ async def main(options: argparse.Namespace) -> int:
 
     print("demo passed" if not failures else f"demo FAILED: {failures} unexpected answers")
     return 1 if failures else 0
+
+
+async def steps_in_a_session(client: Client) -> int:
+    """An agent's steps: a module sent as a file, state kept between calls, a CSV, a plot."""
+    print("# a Python session: a module sent with the code, then a function kept between calls")
+    opened = await client.call_tool(
+        "execute_code",
+        {
+            "language": "python",
+            "code": "from stats import mean\ndef report(xs):\n    return f'mean {mean(xs)}'",
+            "files": [
+                {"path": "stats.py", "content": "def mean(xs):\n    return sum(xs) / len(xs)\n"}
+            ],
+            "session_id": "new",
+        },
+    )
+    failures = show(opened, lambda content: content["session_id"] is not None)
+    if failures:
+        return failures
+    session_id = opened.structured_content["session_id"]
+
+    print("# the next call uses the function, writes a CSV and plots it")
+    plotted = await client.call_tool(
+        "execute_code",
+        {
+            "language": "python",
+            "code": (
+                "import matplotlib.pyplot as plt\nimport pandas as pd\n"
+                "frame = pd.DataFrame({'x': range(5), 'y': [v * v for v in range(5)]})\n"
+                "frame.to_csv('squares.csv', index=False)\nprint(report(list(frame.y)))\n"
+                "plt.plot(frame.x, frame.y)\nplt.show()"
+            ),
+            "session_id": session_id,
+        },
+    )
+    failures += show(
+        plotted,
+        lambda content: (
+            content["stdout"] == "mean 6.0\n"
+            and {item["path"] for item in content["files"]} == {"squares.csv", "figure_1.png"}
+        ),
+    )
+    images = [block for block in plotted.content if block.type == "image"]
+    print(f"   {len(images)} image(s) in the answer: {[block.mime_type for block in images]}\n")
+    failures += 0 if len(images) == 1 else 1
+
+    print("# reset_session ends it, files and state")
+    reset = await client.call_tool("reset_session", {"session_id": session_id})
+    gone = await client.call_tool(
+        "execute_code", {"language": "python", "code": "report([1])", "session_id": session_id}
+    )
+    print(f"   reset: {reset.content[0].text}\n   then: {gone.content[0].text}\n")
+    return failures + (0 if not reset.is_error and gone.is_error else 1)
 
 
 def show(result: Any, check: Any, max_lines: int = 12) -> int:
