@@ -13,6 +13,7 @@ to that font list, so matplotlib reads it instead of spending a second or more r
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,12 +62,18 @@ def environment() -> dict[str, str]:
     }
 
 
+@functools.cache
+def _links() -> tuple[tuple[str, str], ...]:
+    # Read once: the font list is built at install time, and every Python run asks.
+    return tuple(
+        (f"{MPL_CONFIG_DIR}/{cache.name}", str(cache))
+        for cache in sorted((PREFIX / "matplotlib").glob("fontlist-*.json"))
+    )
+
+
 def workdir_links() -> list[list[str]]:
     """[path in the workdir, target] of the links a Python run's workdir gets."""
-    return [
-        [f"{MPL_CONFIG_DIR}/{cache.name}", str(cache)]
-        for cache in sorted((PREFIX / "matplotlib").glob("fontlist-*.json"))
-    ]
+    return [list(link) for link in _links()]
 
 
 def missing_module_hints(stderr_text: str) -> Iterator[str]:

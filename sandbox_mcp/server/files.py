@@ -26,7 +26,7 @@ _OVER_COUNT = f"not shown as an image: at most {MAX_IMAGES_SENT} images per answ
 
 
 @dataclass(frozen=True)
-class _Shown:
+class Shown:
     """One listed file and how it is shown: as an image or not, and why not."""
 
     file: OutputFile
@@ -34,8 +34,10 @@ class _Shown:
     note: str | None
 
 
-def _shown(result: RunResult) -> list[_Shown]:
-    shown, sent = [], 0
+def shown(result: RunResult) -> list[Shown]:
+    """How each file the run left is shown. Decided once per answer: the image checks read
+    every image's bytes, and the three views below must agree."""
+    decided, sent = [], 0
     for found in result.files:
         note = None
         if found.is_image and found.content is not None:
@@ -48,11 +50,11 @@ def _shown(result: RunResult) -> list[_Shown]:
             note = "not shown as an image: over 1 MB, or over 4 MB of images in all"
         image = found.is_image and note is None
         sent += image
-        shown.append(_Shown(found, image, note))
-    return shown
+        decided.append(Shown(found, image, note))
+    return decided
 
 
-def file_infos(result: RunResult) -> list[FileInfo]:
+def file_infos(files: list[Shown]) -> list[FileInfo]:
     """Each listed file; `content` holds the text of those that came back as text."""
     return [
         FileInfo(
@@ -64,17 +66,17 @@ def file_infos(result: RunResult) -> list[FileInfo]:
             image=item.image,
             note=item.note,
         )
-        for item in _shown(result)
+        for item in files
     ]
 
 
-def content_blocks(result: RunResult) -> list[ImageContent | EmbeddedResource]:
+def content_blocks(result: RunResult, files: list[Shown]) -> list[ImageContent | EmbeddedResource]:
     """An image block per image shown, an embedded text resource per SVG.
 
     SVG goes as text: some model APIs refuse SVG images.
     """
     blocks: list[ImageContent | EmbeddedResource] = []
-    for item in _shown(result):
+    for item in files:
         found = item.file
         if item.image and found.content is not None:
             data = base64.b64encode(found.content).decode()
@@ -89,13 +91,12 @@ def content_blocks(result: RunResult) -> list[ImageContent | EmbeddedResource]:
     return blocks
 
 
-def summary_lines(result: RunResult) -> list[str]:
+def summary_lines(result: RunResult, files: list[Shown]) -> list[str]:
     """The files for the text summary: one line each."""
     if not result.files:
         return []
     lines = ["--- files ---"]
-    shown = _shown(result)
-    for item in shown:
+    for item in files:
         found = item.file
         if item.image:
             tail = " (image below)"
@@ -108,7 +109,7 @@ def summary_lines(result: RunResult) -> list[str]:
         lines.append(f"{found.path} ({found.size} bytes, {found.mime_type}, {found.status}){tail}")
     if result.files_unlisted:
         lines.append(f"... and {result.files_unlisted} more files not listed")
-    left_out = sum(item.note == _OVER_COUNT for item in shown)
+    left_out = sum(item.note == _OVER_COUNT for item in files)
     if left_out:
         lines.append(
             f"{left_out} more images left out (at most {MAX_IMAGES_SENT} shown per answer): "

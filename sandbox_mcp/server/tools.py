@@ -191,7 +191,8 @@ def register(
                 reporter.cancel()
         metrics.record_result(result)
 
-        structured = _structured(result)
+        shown = run_files.shown(result)
+        structured = _structured(result, shown)
         links: list[ResourceLink] = []
         for stream, full in (("stdout", result.stdout_full), ("stderr", result.stderr_full)):
             # A caller without a key (HTTP without an MCP session) could not be told apart
@@ -214,8 +215,8 @@ def register(
                 )
         return CallToolResult(
             content=[
-                TextContent(type="text", text=summary(result)),
-                *run_files.content_blocks(result),
+                TextContent(type="text", text=summary(result, shown)),
+                *run_files.content_blocks(result, shown),
                 *links,
             ],
             structured_content=structured.model_dump(mode="json"),
@@ -453,7 +454,7 @@ def _sdk_version() -> str:
         return "unknown"
 
 
-def _structured(result: RunResult) -> ExecutionResult:
+def _structured(result: RunResult, shown: list[run_files.Shown]) -> ExecutionResult:
     compiled = result.compile
     return ExecutionResult(
         run_id=result.run_id,
@@ -483,7 +484,7 @@ def _structured(result: RunResult) -> ExecutionResult:
             duration_ms=compiled.duration_ms,
         ),
         notes=list(result.notes),
-        files=run_files.file_infos(result),
+        files=run_files.file_infos(shown),
         files_unlisted=result.files_unlisted,
         session_id=result.session_id,
         session_state_lost=result.session_state_lost,
@@ -503,7 +504,7 @@ _LIMIT_WORDS = {
 }
 
 
-def summary(result: RunResult) -> str:
+def summary(result: RunResult, shown: list[run_files.Shown]) -> str:
     """The short text the model reads: how it ended, then the output."""
     compiled = result.compile
     if compiled is not None and not compiled.succeeded:
@@ -536,7 +537,7 @@ def summary(result: RunResult) -> str:
     ran = compiled is None or compiled.succeeded
     if ran and not (result.stdout_bytes or result.stderr_bytes):
         lines.append("(no output)")
-    lines += run_files.summary_lines(result)
+    lines += run_files.summary_lines(result, shown)
     lines += [f"note: {note}" for note in result.notes]
     return "\n".join(lines)
 
