@@ -206,9 +206,12 @@ class Sessions:
             await self._catch_up(session)
             message = {"op": "read", "path": path, "max_bytes": MAX_FILE_BYTES}
             session.control.send(json.dumps(message).encode())
-            reply, fds = await _receive_with_fds(session.control)
+            data, fds = await runner_module._receive(asyncio.get_running_loop(), session.control)
             session.last_used = time.monotonic()
         try:
+            if not data:
+                raise LauncherError("the session's sandbox is gone")
+            reply = json.loads(data)
             if reply.get("error") or not fds:
                 raise InvalidRequest(f"cannot read {path!r} in the session: {reply.get('error')}")
             return os.pread(fds[0], int(reply["size"]), 0)
@@ -528,32 +531,3 @@ class Sessions:
 
 def _disk_reason(session: Session) -> str:
     return f"its files went past the disk limit of {session.spec.limits.max_disk_bytes} bytes"
-
-
-async def _receive_with_fds(control: socket.socket) -> tuple[dict[str, Any], list[int]]:
-    """One message and the descriptors that came with it, from a non-blocking socket."""
-    loop = asyncio.get_running_loop()
-    fds = array.array("i")
-    while True:
-        try:
-            data, ancillary, _flags, _addr = control.recvmsg(
-                64 * 1024, socket.CMSG_SPACE(fds.itemsize)
-            )
-            break
-        except BlockingIOError:
-            await _readable(loop, control)
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-    if not data:
-        raise LauncherError("the session's sandbox is gone")
-    return json.loads(data), list(fds)
-
-
-async def _readable(loop: asyncio.AbstractEventLoop, control: socket.socket) -> None:
-    readable: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(control.fileno(), lambda: readable.done() or readable.set_result(None))
-    try:
-        await readable
-    finally:
-        loop.remove_reader(control.fileno())
