@@ -14,6 +14,7 @@ from __future__ import annotations
 import array
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import resource
@@ -562,35 +563,89 @@ def _disk_usage(path: str) -> tuple[int, int]:
     """(bytes allocated, entries) under `path`.
 
     A workdir that cannot be measured counts as full: more than `_MAX_ENTRIES` entries (the
-    walk stops there), or a directory the walk cannot enter (its permissions taken away, or
-    a path longer than PATH_MAX). Otherwise files put where the walk does not look would
-    escape the disk limit.
+    walk stops there), or a directory the walk cannot enter because its permissions were
+    taken away. Otherwise files put where the walk does not look would escape the disk limit.
+    The walk goes from directory to directory by descriptor, so neither depth nor path length
+    stops it (a path past PATH_MAX once counted as full, which stopped a legitimate deep tree
+    at the first sample that saw it). A run that moves directories about under the walk three
+    times running counts as full too.
     """
+    for _attempt in range(3):
+        with contextlib.suppress(_TreeMoved):
+            return _measure(path)
+    return 0, _MAX_ENTRIES + 1
+
+
+class _TreeMoved(Exception):
+    """The directory the walk climbed back to by `..` is not the one it came down from."""
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _measure(path: str) -> tuple[int, int]:
+    # Depth first with one descriptor open at a time: each level keeps its directory's
+    # identity and the subdirectories still to visit, and the walk climbs back by `..`.
     total = 0
     seen = 0
-    pending = [path]
-    while pending:
-        try:
-            listing = os.scandir(pending.pop())
-        except FileNotFoundError:
-            continue  # removed by the run meanwhile
-        except OSError:
-            return total, _MAX_ENTRIES + 1
-        with listing:
-            for entry in listing:
-                seen += 1
-                if seen > _MAX_ENTRIES:
-                    return total, seen
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                except OSError:
-                    return total, _MAX_ENTRIES + 1
-                total += info.st_blocks * 512
-                if stat.S_ISDIR(info.st_mode):
-                    pending.append(entry.path)
-    return total, seen
+    levels: list[tuple[tuple[int, int], list[str]]] = []
+    try:
+        fd = os.open(path, _DIR_FLAGS)
+    except FileNotFoundError:
+        return 0, 0
+    try:
+        while True:
+            subdirs: list[str] = []
+            with os.scandir(fd) as listing:
+                for entry in listing:
+                    seen += 1
+                    if seen > _MAX_ENTRIES:
+                        return total, seen
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # removed by the run meanwhile
+                    total += info.st_blocks * 512
+                    if stat.S_ISDIR(info.st_mode):
+                        subdirs.append(entry.name)
+            here = os.fstat(fd)
+            levels.append(((here.st_dev, here.st_ino), subdirs))
+
+            while levels:
+                remaining = levels[-1][1]
+                if remaining:
+                    below = _open_below(fd, remaining.pop())
+                    if below is None:
+                        continue
+                    os.close(fd)
+                    fd = below
+                    break
+                levels.pop()
+                if levels:
+                    above = os.open("..", _DIR_FLAGS, dir_fd=fd)
+                    os.close(fd)
+                    fd = above
+                    here = os.fstat(fd)
+                    if (here.st_dev, here.st_ino) != levels[-1][0]:
+                        raise _TreeMoved
+            if not levels:
+                return total, seen
+    except OSError:
+        return total, _MAX_ENTRIES + 1
+    finally:
+        os.close(fd)
+
+
+def _open_below(fd: int, name: str) -> int | None:
+    """The subdirectory `name` of `fd`, or None if it is gone or no longer a directory."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=fd)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # replaced by a link: its lstat was counted
+            return None
+        raise
 
 
 def _read_control(control: socket.socket) -> str | None:
