@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import anyio
 
     from sandbox_mcp.sandbox.runner import Sandbox
+    from sandbox_mcp.server import stdio
     from sandbox_mcp.server.app import build
     from sandbox_mcp.server.metrics import RunMetrics
     from sandbox_mcp.server.shutdown import serve_until_terminated
@@ -58,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("sandbox-mcp %s starting on stdio", __version__)
     log_admission(settings)
     with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(serve_until_terminated, server.run_stdio_async, sandbox)
+        anyio.run(serve_until_terminated, functools.partial(stdio.serve, server), sandbox)
     return 0
 
 

@@ -6,9 +6,9 @@ flight `shutdown_grace` seconds to finish and answer, kills the rest (they answe
 the uid pool and exits with status 0. The transport is any coroutine function that serves
 until its client leaves; only the stdio one is wired up here.
 
-The stdio transport reads stdin in a worker thread that cannot be interrupted while the
-client keeps stdin open: once everything is cleaned up the process leaves with `os._exit`
-rather than wait for that read.
+The SDK's stdio transport, which serves when stdin is a terminal or a file (stdio.py), reads
+stdin in a worker thread that cannot be interrupted while the client keeps stdin open: once
+everything is cleaned up the process leaves with `os._exit` rather than wait for that read.
 """
 
 from __future__ import annotations
