@@ -15,6 +15,7 @@ deadline; its program runs only if the build succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -30,6 +31,8 @@ from sandbox_mcp.sandbox import packages
 # What snippets see as PATH. System directories only: nothing under /root or a version
 # manager, which a non-root run could not reach anyway.
 SNIPPET_PATH = "/usr/local/bin:/usr/bin:/bin"
+# The private HOME directories of the version probes, in the system's temporary directory.
+PROBE_PREFIX = "sandbox-mcp-probe-"
 
 _FILENAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
 
@@ -775,8 +778,14 @@ class RuntimeInfo:
     reason: str | None
 
 
-def probe_runtime(language: Language, timeout: float = 30.0) -> RuntimeInfo:
-    """Find the runtime and read its real version. A missing runtime is a result, not an error."""
+def probe_runtime(
+    language: Language, home: str | None = None, timeout: float = 30.0
+) -> RuntimeInfo:
+    """Find the runtime and read its real version. A missing runtime is a result, not an error.
+
+    `home` is an empty private directory for the probe's HOME, which the caller removes; without
+    one, the probe makes its own and removes it.
+    """
     path = language.resolved_executable()
     if path is None:
         return RuntimeInfo(language, False, None, None, f"{language.executable} not found on PATH")
@@ -787,9 +796,11 @@ def probe_runtime(language: Language, timeout: float = 30.0) -> RuntimeInfo:
     # from $HOME (Groovy sources ~/.groovy/startup as shell code): its HOME is a fresh
     # directory of its own, never a shared one such as /tmp where another user could plant one.
     try:
-        with tempfile.TemporaryDirectory(
-            prefix="sandbox-mcp-probe-", ignore_cleanup_errors=True
-        ) as home:
+        with contextlib.ExitStack() as stack:
+            if home is None:
+                home = stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix=PROBE_PREFIX, ignore_cleanup_errors=True)
+                )
             completed = subprocess.run(  # nosec B603 # the registry's own argv, no request data
                 language.command(language.version, {}),
                 capture_output=True,

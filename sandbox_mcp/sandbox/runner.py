@@ -18,10 +18,12 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import socket
 import stat
 import subprocess  # nosec B404 # each call is judged where it is made
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +52,7 @@ from sandbox_mcp.sandbox.admission import Admission
 from sandbox_mcp.sandbox.diagnostics import Diagnostic
 from sandbox_mcp.sandbox.languages import (
     LANGUAGES,
+    PROBE_PREFIX,
     SNIPPET_PATH,
     Language,
     MainFile,
@@ -270,6 +273,7 @@ class Sandbox:
         self._prepared = False
         self._root_lock: int | None = None
         self._probing: asyncio.Future[None] | None = None
+        self._probe_home: str | None = None
         self.sessions = sessions.Sessions(self)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -342,6 +346,7 @@ class Sandbox:
         self.sessions.start()
         # Reading versions starts a JVM or two and takes seconds: it goes on in the
         # background, and only list_languages waits for it.
+        self._probe_home = tempfile.mkdtemp(prefix=PROBE_PREFIX)
         self._probing = asyncio.ensure_future(self._probe_runtimes())
         logger.info(
             "sandbox ready: identity=%s landlock_abi=%d run_root=%s",
@@ -375,6 +380,11 @@ class Sandbox:
         if self._probing is not None:
             self._probing.cancel()
             self._probing = None
+        if self._probe_home is not None:
+            # A probe still going when its server leaves cannot clean up after itself (it
+            # runs in a thread); left to each probe, their directories piled up in /tmp.
+            shutil.rmtree(self._probe_home, ignore_errors=True)
+            self._probe_home = None
         await self.sessions.close()
         for task in list(self._standing_up):
             task.cancel()
@@ -411,6 +421,14 @@ class Sandbox:
             infos.append(info)
         return infos
 
+    def _probe_dir(self, language: Language) -> str | None:
+        """An empty HOME of its own for one language's version probe, inside the server's."""
+        if self._probe_home is None:
+            return None
+        home = os.path.join(self._probe_home, language.id)
+        os.makedirs(home, mode=0o700, exist_ok=True)
+        return home
+
     def _noexec_reason(self, language: Language) -> str | None:
         if self.posture is None or self.posture.run_root_exec or not language.runs_from_workdir:
             return None
@@ -421,7 +439,10 @@ class Sandbox:
 
     async def _probe_runtimes(self) -> None:
         infos = await asyncio.gather(
-            *(asyncio.to_thread(probe_runtime, language) for language in LANGUAGES)
+            *(
+                asyncio.to_thread(probe_runtime, language, self._probe_dir(language))
+                for language in LANGUAGES
+            )
         )
         self._runtimes = {info.language.id: info for info in infos}
         available = [info.language.id for info in infos if info.available]

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
+from sandbox_mcp.config import Settings
 from sandbox_mcp.errors import InvalidFilename, UnknownLanguage
-from sandbox_mcp.sandbox.languages import LANGUAGES, check_filename, get_language, probe_runtime
+from sandbox_mcp.sandbox.languages import (
+    LANGUAGES,
+    PROBE_PREFIX,
+    check_filename,
+    get_language,
+    probe_runtime,
+)
+from sandbox_mcp.sandbox.runner import Sandbox
+from tests.support import uid_base
 
 
 @pytest.mark.parametrize(
@@ -168,3 +180,18 @@ def test_the_version_probe_gets_a_private_home_that_is_removed_after() -> None:
     assert (mode, int(owner)) == ("700", os.geteuid())
     assert os.path.basename(home).startswith("sandbox-mcp-probe-")
     assert not os.path.exists(home)
+
+
+@pytest.mark.anyio
+async def test_a_server_leaves_no_probe_home_behind_even_mid_probe(run_root: Path) -> None:
+    # Closed while the JVM probes still run in their threads: a probe that made its own
+    # temporary HOME could never remove it, and hundreds piled up in /tmp.
+    before = set(Path(tempfile.gettempdir()).glob(f"{PROBE_PREFIX}*"))
+    box = Sandbox(Settings(run_root=run_root, uid_base=uid_base(6)))
+    await box.start()
+    await asyncio.sleep(0.2)
+    made = set(Path(tempfile.gettempdir()).glob(f"{PROBE_PREFIX}*")) - before
+    await box.close()
+
+    assert made, "the server made no probe home: this test no longer sees what it checks"
+    assert not any(home.exists() for home in made)
