@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sandbox_mcp.sandbox.files import remove_tree
 from sandbox_mcp.sandbox.supervisor import _MAX_ENTRIES, _disk_usage
 
 
@@ -28,8 +29,11 @@ def _deep_tree(root: Path, levels: int) -> None:
 
 def test_a_tree_deeper_than_path_max_is_measured(tmp_path: Path) -> None:
     _deep_tree(tmp_path, 3000)
-
-    used, entries = _disk_usage(str(tmp_path))
+    try:
+        used, entries = _disk_usage(str(tmp_path))
+    finally:
+        # pytest's own clean-up of old temporary directories recurses, and fails this deep.
+        remove_tree(str(tmp_path / "d"))
 
     assert entries == 3001
     assert used >= 10_000
