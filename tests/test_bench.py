@@ -52,6 +52,12 @@ def test_smoke_bench_answers_exactly_and_leaves_nothing_behind(tmp_path: Path) -
     mode = "pool" if IS_ROOT else "shared"
     assert results["meta"]["identity"] == mode
     assert f"identity {mode}" in completed.stdout
+    # The root pass mounts a tmpfs for the run roots, as the container has one for /tmp.
+    expected = "tmpfs" if IS_ROOT else ""
+    assert results["meta"]["filesystem"].startswith(expected)
+    assert f"run roots and the floor's directory on {results['meta']['filesystem']}" in (
+        completed.stdout
+    )
     assert results["servers"]["warm"]["warm_languages"] == ["python"]
     assert results["servers"]["cold"]["warm_languages"] == []
     assert set(results["floor"]) == set(LANGUAGES)
