@@ -535,6 +535,8 @@ class Footprint:
     rss_kb: int
     threads: int
     fds: int | None  # None: unreadable, as a non-dumpable process's are to a non-root reader
+    cpu_s: float = 0.0  # user and system time of the process itself
+    reaped_cpu_s: float = 0.0  # and of its children that it has reaped, theirs included
 
     @classmethod
     def read(cls, pid: int) -> Footprint:
@@ -547,10 +549,25 @@ class Footprint:
             fds: int | None = len(os.listdir(f"/proc/{pid}/fd"))
         except PermissionError:
             fds = None
-        return cls(rss_kb=int(status["VmRSS"][0]), threads=int(status["Threads"][0]), fds=fds)
+        # Fields 14 to 17 of proc(5): utime, stime, cutime, cstime, in clock ticks.
+        times = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:15]
+        ticks = [int(value) / os.sysconf("SC_CLK_TCK") for value in times]
+        return cls(
+            rss_kb=int(status["VmRSS"][0]),
+            threads=int(status["Threads"][0]),
+            fds=fds,
+            cpu_s=ticks[0] + ticks[1],
+            reaped_cpu_s=ticks[2] + ticks[3],
+        )
 
-    def as_json(self) -> dict[str, int | None]:
-        return {"rss_kb": self.rss_kb, "threads": self.threads, "fds": self.fds}
+    def as_json(self) -> dict[str, int | float | None]:
+        return {
+            "rss_kb": self.rss_kb,
+            "threads": self.threads,
+            "fds": self.fds,
+            "cpu_s": round(self.cpu_s, 2),
+            "reaped_cpu_s": round(self.reaped_cpu_s, 2),
+        }
 
 
 @dataclass(frozen=True)
@@ -649,6 +666,30 @@ class LeakCheck:
     runs: Measurement
     before: dict[str, Footprint]  # "server", "launcher", "template" -> footprint
     after: dict[str, Footprint]
+    client_cpu_s: float = 0.0  # the benchmark's own, as the MCP client, over the runs
+
+    def cpu_ms_per_run(self) -> dict[str, float]:
+        """Where a warm run's CPU time goes, in ms per run: the client, the server, the
+        template's own work (its forks), and the supervisors and programs it forked.
+
+        From the processes' own accounting, which other load on the machine moves far less
+        than the clock. The template reaps its supervisors, and they their programs: their
+        time lands in its children's count as they end, so runs on standby at either end of
+        the check count in one place or the other.
+        """
+        count = max(1, self.runs.runs)
+
+        def spent(name: str, field: str) -> float:
+            if name not in self.before:
+                return 0.0
+            return (getattr(self.after[name], field) - getattr(self.before[name], field)) * 1000
+
+        return {
+            "client": self.client_cpu_s * 1000 / count,
+            "server": spent("server", "cpu_s") / count,
+            "template": spent("template", "cpu_s") / count,
+            "supervisors and programs": spent("template", "reaped_cpu_s") / count,
+        }
 
     @property
     def rss_growth_mb(self) -> dict[str, float]:
@@ -823,10 +864,15 @@ async def check_leaks(plan: Plan, server: Server) -> LeakCheck:
 
     say(f"leak check: {plan.leak_runs} Python runs, {LEAK_IN_FLIGHT} in flight, {server.name}")
     python = LANGUAGES["python"]
+    client_before = os.times()
     runs = await measure(plan.leak_runs, LEAK_IN_FLIGHT, stack_run(server.client, python))
+    client_after = os.times()
 
     after = {name: Footprint.read(pid) for name, pid in watched.items()}
-    return LeakCheck(runs=runs, before=before, after=after)
+    client_cpu = (client_after.user + client_after.system) - (
+        client_before.user + client_before.system
+    )
+    return LeakCheck(runs=runs, before=before, after=after, client_cpu_s=client_cpu)
 
 
 async def look_below(server: Server) -> Leftovers:
@@ -1165,6 +1211,9 @@ def as_json(plan: Plan, results: Results, found: list[str]) -> dict[str, Any]:
             "runs": leak.runs.as_json(),
             "before": {name: footprint.as_json() for name, footprint in leak.before.items()},
             "after": {name: footprint.as_json() for name, footprint in leak.after.items()},
+            "cpu_ms_per_run": {
+                name: round(value, 2) for name, value in leak.cpu_ms_per_run().items()
+            },
         },
         "leftovers": {name: left.as_json() for name, left in results.leftovers.items()},
         "ok": not found,
@@ -1281,6 +1330,16 @@ def render(plan: Plan, results: Results, found: list[str]) -> str:
         rows.append([f"{name} descriptors", *change(before.fds, after.fds)])
         rows.append([f"{name} threads", *change(before.threads, after.threads)])
     lines += table(["", "before", "after", "change"], rows)
+    spent = leak.cpu_ms_per_run()
+    total = sum(spent.values())
+    lines += [
+        "  CPU per warm run, ms: "
+        + ", ".join(f"{name} {value:.2f}" for name, value in spent.items())
+        + f"; {total:.2f} in all, so at most {(os.cpu_count() or 1) * 1000 / total:.0f} runs/s"
+        f" on {os.cpu_count()} CPUs"
+        if total
+        else "  CPU per warm run: too few runs to measure"
+    ]
     for name, left in results.leftovers.items():
         residents = " and ".join(expected_residents(name))
         running = left.running_after_exit

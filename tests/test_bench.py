@@ -49,6 +49,10 @@ def test_smoke_bench_answers_exactly_and_leaves_nothing_behind(tmp_path: Path) -
     results = json.loads(output.read_text())
     assert {"meta", "servers", "floor", "stack", "ratios", "targets", "exact"} <= set(results)
     assert {"cold_start", "leak", "leftovers"} <= set(results)
+    spent = results["leak"]["cpu_ms_per_run"]
+    assert set(spent) == {"client", "server", "template", "supervisors and programs"}
+    assert spent["server"] > 0 and spent["supervisors and programs"] > 0
+    assert "CPU per warm run, ms: client" in completed.stdout
     mode = "pool" if IS_ROOT else "shared"
     assert results["meta"]["identity"] == mode
     assert f"identity {mode}" in completed.stdout
