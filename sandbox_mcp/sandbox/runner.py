@@ -1232,7 +1232,9 @@ def _node_can_stand_by() -> bool:
     except OSError:
         readable = 0
     if not readable:
-        logger.warning("warm JavaScript runs are off: %s is not readable by all", warm_node.BOOTSTRAP)
+        logger.warning(
+            "warm JavaScript runs are off: %s is not readable by all", warm_node.BOOTSTRAP
+        )
     return bool(readable)
 
 

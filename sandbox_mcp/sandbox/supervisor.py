@@ -395,8 +395,9 @@ def _start(
 
     A warm run runs `argv` in the forked interpreter instead; one on standby (`waiting`, its
     end of a socket to this supervisor) first waits, confined, for its go: in the forked
-    interpreter, or in node exec'd with a preload when the spec is not `warm` (warm_node.py). `keep` are
-    inheritable descriptors the program keeps under their numbers (a session's driver).
+    interpreter, or in node exec'd with a preload when the spec is not `warm`
+    (warm_node.py). `keep` are inheritable descriptors the program keeps under their numbers
+    (a session's driver).
     """
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
     supervisor = os.getpid()

@@ -27,7 +27,9 @@ PROGRAMS: dict[str, str] = {
     "argv": "console.log(JSON.stringify(process.argv.slice(2)))",
     "process.argv": "console.log(process.argv.length, process.argv[1] === __filename)",
     "require of a second file": "const helper = require('./helper');\nconsole.log(helper(2))",
-    "require.main is the module": "console.log(require.main === module, module.id, !!module.parent)",
+    "require.main is the module": (
+        "console.log(require.main === module, module.id, !!module.parent)"
+    ),
     "__filename and __dirname": "console.log(__filename, __dirname === process.cwd())",
     "entry point as seen from a module": (
         "require('fs').writeFileSync('seen.js', 'module.exports = require.main.filename');\n"
@@ -78,7 +80,9 @@ PROGRAMS: dict[str, str] = {
         "await new Promise((resolve) => setTimeout(resolve, 10));\nthrow new Error('esm');"
     ),
 }
-FILES = {"require of a second file": (InputFile("helper.js", b"module.exports = (n) => n * 21;\n"),)}
+FILES = {
+    "require of a second file": (InputFile("helper.js", b"module.exports = (n) => n * 21;\n"),)
+}
 ARGS = {"argv": ("one", "two words"), "process.argv": ("x",), "child by fork": ()}
 STDIN = "line one\nline two\n" * 300
 
@@ -119,7 +123,9 @@ async def test_programs_end_warm_as_they_do_cold(run_root: Path) -> None:
 
     warm, cold = seen["javascript"], seen["off"]
     differing = [
-        f"{name}:\n  warm {warm[name]}\n  cold {cold[name]}" for name in PROGRAMS if warm[name] != cold[name]
+        f"{name}:\n  warm {warm[name]}\n  cold {cold[name]}"
+        for name in PROGRAMS
+        if warm[name] != cold[name]
     ]
     assert not differing, "\n".join(differing)
     # The cold runs end as the cases expect, so that each tests what it was written for.
@@ -269,7 +275,8 @@ async def test_nothing_of_a_warm_run_outlives_its_answer(run_root: Path) -> None
                 language="javascript",
                 code=(
                     "const { spawn } = require('child_process');\n"
-                    "const child = spawn('/bin/sleep', ['60'], { detached: true, stdio: 'ignore' });\n"
+                    "const child = spawn('/bin/sleep', ['60'],\n"
+                    "  { detached: true, stdio: 'ignore' });\n"
                     "child.unref();\nconsole.log(child.pid);"
                 ),
             )
