@@ -1186,9 +1186,9 @@ def render(plan: Plan, results: Results, found: list[str]) -> str:
         f"{load_after} at the end: other work on the machine moves every timing",
         "floor: the bare runtime started from asyncio; stack: execute_code through the MCP "
         "client over stdio",
-        "python (warm): the default server, whose Python runs fork a template interpreter "
-        "started in advance;",
-        "python (cold): a second server with SANDBOX_WARM=off, a fresh interpreter per run; "
+        "(warm): the default server, whose Python runs fork a template interpreter started "
+        "in advance and whose JavaScript runs are nodes started before their calls;",
+        "(cold): a second server with SANDBOX_WARM=off, a fresh runtime per run; "
         "other languages: the default server",
         "",
         "One at a time, ms per run",

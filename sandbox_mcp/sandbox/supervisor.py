@@ -228,6 +228,10 @@ def _stand_by_then_run(
             if node:
                 warm_node.fill_stdin(stdin, call_stdin)
                 program = warm_node.program_argv(standby_argv, spec.argv)
+            # The program starts as the go leaves: a busy machine may run it to its end before
+            # this process looks at the clock again.
+            step.started = time.monotonic()
+            if node:
                 handle.send(warm_node.go_message(program))
             else:
                 handle.sendmsg(
@@ -241,7 +245,6 @@ def _stand_by_then_run(
             _close_quietly(stdin)
         handle.close()
 
-    step.started = time.monotonic()
     watch.deadline = step.started + spec.limits.timeout_seconds
     control.send(json.dumps({"event": "started", "pid": step.pid}).encode())
     _over_limit(spec, watch, step.started, float("inf"))
