@@ -346,7 +346,9 @@ async def javascript_box(run_root: Path) -> AsyncIterator[Sandbox]:
     await box.close()
 
 
-async def test_a_run_that_never_gets_its_go_says_nothing(javascript_box: Sandbox) -> None:
+async def test_calls_of_another_language_leave_the_runs_on_standby_alone(
+    javascript_box: Sandbox,
+) -> None:
     # Python runs are not warm here: their calls never touch the JavaScript runs on standby.
     await wait_for_standby(javascript_box, STANDBY_RUNS)
     result = await javascript_box.run(RunRequest(language="python", code="print('cold')"))
