@@ -100,6 +100,23 @@ def _origins(text: str) -> tuple[str, ...]:
     return origins
 
 
+# The languages whose runs can be warm: Python forks an interpreter started in advance
+# (sandbox/warm.py), JavaScript starts node before the call (sandbox/warm_node.py).
+WARM_LANGUAGES = ("python", "javascript")
+
+
+def _warm_languages(text: str) -> str:
+    if text.strip() == "off":
+        return "off"
+    names = _names(text)
+    unknown = [name for name in names if name not in WARM_LANGUAGES]
+    if unknown or not names:
+        raise ValueError(
+            f"must be off or a comma-separated list of {', '.join(WARM_LANGUAGES)}, got {text!r}"
+        )
+    return ",".join(name for name in WARM_LANGUAGES if name in names)
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in allowed:
@@ -318,9 +335,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "warm",
         "SANDBOX_WARM",
-        "python",
-        _choice("python", "off"),
-        "python: Python runs fork an interpreter started in advance; off: every run execs one",
+        "python,javascript",
+        _warm_languages,
+        "languages whose runs are started before their calls (python, javascript; comma-"
+        "separated), or off: every run execs its runtime at the call",
     ),
     Option(
         "disable",
@@ -382,7 +400,8 @@ class Settings:
     max_sessions: int = 16
     session_idle_seconds: float = 3600.0
     network: str = "off"
-    warm: str = "python"
+    # "off", or the languages whose runs are warm, comma-separated (see `warm_languages`).
+    warm: str = "python,javascript"
     disable: tuple[str, ...] = ()
     log_level: str = "info"
     log_format: str = "plain"
@@ -426,6 +445,11 @@ class Settings:
                 "SANDBOX_NETWORK=on over HTTP needs a bearer token (SANDBOX_AUTH_TOKEN or "
                 "--auth-token-file): without one, snippets could call this server themselves"
             )
+
+    @property
+    def warm_languages(self) -> tuple[str, ...]:
+        """The languages SANDBOX_WARM makes warm (none when it is off)."""
+        return tuple(name for name in self.warm.split(",") if name in WARM_LANGUAGES)
 
     @property
     def binds_loopback(self) -> bool:

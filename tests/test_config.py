@@ -56,11 +56,30 @@ def test_timeouts_are_clamped_to_the_maximum() -> None:
         ({"SANDBOX_NETWORK": "maybe"}, "must be one of off, on"),
         ({"SANDBOX_RUN_ROOT": "relative/dir"}, "must be absolute"),
         ({"SANDBOX_UID_BASE": "100"}, "1000 or more"),
+        ({"SANDBOX_WARM": "python,ruby"}, "SANDBOX_WARM: must be off or a comma-separated list"),
     ],
 )
 def test_bad_settings_name_the_variable(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         Settings.load([], environ)
+
+
+@pytest.mark.parametrize(
+    ("value", "languages"),
+    [
+        (None, ("python", "javascript")),
+        ("off", ()),
+        ("python", ("python",)),
+        ("javascript", ("javascript",)),
+        ("javascript, python", ("python", "javascript")),
+    ],
+)
+def test_warm_names_the_languages_started_before_their_calls(
+    value: str | None, languages: tuple[str, ...]
+) -> None:
+    settings, _ = Settings.load([], {} if value is None else {"SANDBOX_WARM": value})
+
+    assert settings.warm_languages == languages
 
 
 def test_readme_documents_every_setting() -> None:

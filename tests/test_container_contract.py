@@ -580,7 +580,7 @@ async def test_server_info_reports_the_measured_posture(mode: str) -> None:
     assert info["kernel"]["capabilities"] == ([] if mode == "shared" else ["SETGID", "SETUID"])
     assert info["kernel"]["seccomp_used"] is True
     assert info["kernel"]["server_under_seccomp"] == "filter"
-    assert info["warm_languages"] == ["python"]
+    assert info["warm_languages"] == ["python", "javascript"]
     assert info["kernel"]["landlock_used"] is (info["kernel"]["landlock_abi"] > 0)
 
 

@@ -32,7 +32,8 @@ POOL = DEPLOY / "overlays" / "pool"
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 
 MIB = 1024 * 1024
-# The server itself, the warm Python template and its two runs on standby, beyond the runs.
+# The server itself, the warm Python template, and the runs on standby (two Python, two
+# JavaScript: node), beyond the runs.
 SERVER_MEMORY = 256 * MIB
 # Beside the workdirs under /tmp: the run root's lock, the uid pool's lock files.
 TMP_HEADROOM = 256 * MIB

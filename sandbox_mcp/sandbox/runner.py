@@ -44,6 +44,7 @@ from sandbox_mcp.sandbox import (
     posture,
     sessions,
     warm,
+    warm_node,
     workspace,
 )
 from sandbox_mcp.sandbox import diagnostics as diagnostics_module
@@ -78,8 +79,9 @@ MAX_ARGS = 1024
 MAX_STDIN_BYTES = 8 * 1024 * 1024
 # How long past its deadline the server waits for a supervisor's report before giving up.
 _REPORT_GRACE = 15.0
-# Warm Python runs kept started ahead of their calls. Two: a call rarely finds none ready,
-# and each holds a uid, a workdir and two small processes while it waits.
+# Warm runs kept started ahead of their calls, per warm language. Two: a call rarely finds
+# none ready, and each holds a uid, a workdir and two processes while it waits (a Python one
+# about 10 MB of its own, a JavaScript one a node of about 40 MB RSS, 6 MB of it its own).
 STANDBY_RUNS = 2
 # How much of each output stream is kept whole, for a result whose output was cut to head
 # and tail (RunResult.stdout_full): the server keeps it readable for a while.
@@ -225,7 +227,7 @@ class _Pending:
 
 @dataclass
 class _Standby:
-    """A warm Python run started ahead of its call, confined and waiting for its go."""
+    """A warm run started ahead of its call, confined and waiting for its go."""
 
     spec: RunSpec
     uid: int | None
@@ -256,13 +258,14 @@ class Sandbox:
         self._running: dict[str, _FloodGuard] = {}
         self._runtimes: dict[str, RuntimeInfo] = {}
         self._launcher: _LauncherProcess | None = None
-        # The warm launcher for Python runs (warm.py), when SANDBOX_WARM allows it, and the
-        # runs it holds on standby for the next calls.
+        # The warm launcher for Python runs (warm.py), when SANDBOX_WARM allows it, the
+        # languages whose runs are warm, and their runs on standby for the next calls.
         self._template: _LauncherProcess | None = None
-        self._standby: list[_Standby] = []
+        self._warm: tuple[str, ...] = ()
+        self._standby: dict[str, list[_Standby]] = {}
         # Run ids of runs on standby, ready or still starting: their workdirs are expected.
         self._standby_ids: set[str] = set()
-        self._standing_up: set[asyncio.Task[None]] = set()
+        self._standing_up: dict[str, set[asyncio.Task[None]]] = {}
         # Waits for supervisors to exit after their answers, to give their uids back.
         self._finishing: set[asyncio.Task[None]] = set()
         # Files and directories of the server's that runs must not read though their uid
@@ -287,7 +290,7 @@ class Sandbox:
             return
         _make_dumpable(False)
         if self._pool is not None:
-            sessions.check_pool(self.settings, STANDBY_RUNS)
+            sessions.check_pool(self.settings, STANDBY_RUNS * len(self.settings.warm_languages))
             self._pool.claim()
         try:
             self._prepare_run_root()
@@ -311,9 +314,14 @@ class Sandbox:
         return self._template.pid if self._template is not None else None
 
     @property
+    def warm_languages(self) -> tuple[str, ...]:
+        """The languages whose runs are started before their calls."""
+        return self._warm
+
+    @property
     def standby_ready(self) -> int:
         """How many warm runs wait, started, for their calls."""
-        return len(self._standby)
+        return sum(len(ready) for ready in self._standby.values())
 
     def activity(self) -> Activity:
         """Runs executing now, their most at once since start, and calls waiting for a slot."""
@@ -347,7 +355,9 @@ class Sandbox:
         for launcher in (self._launcher, self._template):
             if launcher is not None:
                 launcher.hide(hidden)
-        self._refill_standby()
+        self._warm = self._warm_languages()
+        for language_id in self._warm:
+            self._refill_standby(language_id)
         self.sessions.start()
         # Reading versions starts a JVM or two and takes seconds: it goes on in the
         # background, and only list_languages waits for it.
@@ -391,11 +401,14 @@ class Sandbox:
             shutil.rmtree(self._probe_home, ignore_errors=True)
             self._probe_home = None
         await self.sessions.close()
-        for task in list(self._standing_up):
+        starting = [task for tasks in self._standing_up.values() for task in tasks]
+        for task in starting:
             task.cancel()
-        await asyncio.gather(*self._standing_up, return_exceptions=True)
-        while self._standby:
-            self._let_go(self._standby.pop())
+        await asyncio.gather(*starting, return_exceptions=True)
+        for ready in self._standby.values():
+            while ready:
+                self._let_go(ready.pop())
+        self._warm = ()
         for launcher in (self._template, self._launcher):
             if launcher is not None:
                 await launcher.stop()
@@ -495,7 +508,7 @@ class Sandbox:
             prepared.payload,
             prepared.stdin,
             "run",
-            warm=language.id == "python",
+            warm=language.id in self._warm,
             progress=progress,
         )
         return self._result(
@@ -623,7 +636,7 @@ class Sandbox:
         progress: RunProgress,
     ) -> tuple[RunSpec, RunOutcome, StreamCapture, StreamCapture, Listing]:
         pending = None
-        standby = self._take_standby() if warm else None
+        standby = self._take_standby(language.id) if warm else None
         if standby is not None:
             uid = standby.uid
             spec = spec_for(standby.spec.run_id, uid)
@@ -677,23 +690,26 @@ class Sandbox:
 
     # --- runs on standby ---------------------------------------------------------------------
 
-    def _refill_standby(self) -> None:
-        """Start warm runs ahead of their calls, up to `STANDBY_RUNS`."""
-        if self._template is None:
+    def _refill_standby(self, language_id: str) -> None:
+        """Start warm runs of a language ahead of their calls, up to `STANDBY_RUNS`."""
+        if language_id not in self._warm:
             return
-        while len(self._standby) + len(self._standing_up) < STANDBY_RUNS:
-            task = asyncio.ensure_future(self._stand_up())
-            self._standing_up.add(task)
-            task.add_done_callback(self._standing_up.discard)
+        ready = self._standby.setdefault(language_id, [])
+        starting = self._standing_up.setdefault(language_id, set())
+        while len(ready) + len(starting) < STANDBY_RUNS:
+            task = asyncio.ensure_future(self._stand_up(get_language(language_id)))
+            starting.add(task)
+            task.add_done_callback(starting.discard)
 
-    def _take_standby(self) -> _Standby | None:
-        standby = self._standby.pop(0) if self._standby else None
+    def _take_standby(self, language_id: str) -> _Standby | None:
+        ready = self._standby.get(language_id)
+        standby = ready.pop(0) if ready else None
         if standby is not None:
             self._standby_ids.discard(standby.spec.run_id)
-        self._refill_standby()
+        self._refill_standby(language_id)
         return standby
 
-    async def _stand_up(self) -> None:
+    async def _stand_up(self, language: Language) -> None:
         """Start one warm run that waits for its call; keep it once it says it is ready."""
         # Never with one of the last uids: calls that are not warm must not wait for them.
         uid = None
@@ -704,17 +720,19 @@ class Sandbox:
             if uid is None:
                 return
         run_id = secrets.token_hex(6)
-        python = get_language("python")
-        main = python.main_file("", None)
-        values = python.values(main, self._workdir(run_id), self.settings.memory_mb)
-        argv = python.command(python.run, values)
-        spec = self._spec(run_id, python, main, values, argv, None, self.settings.timeout, uid)
-        spec = dataclasses.replace(spec, warm=True, standby=True)
+        main = language.main_file("", None)
+        values = language.values(main, self._workdir(run_id), self.settings.memory_mb)
+        argv = language.command(language.run, values)
+        spec = self._spec(run_id, language, main, values, argv, None, self.settings.timeout, uid)
+        if language.id == "python":
+            spec = dataclasses.replace(spec, warm=True, standby=True)
+        else:
+            spec = dataclasses.replace(spec, argv=warm_node.standby_argv(argv), standby=True)
         self._standby_ids.add(run_id)
         try:
             pending = self._open(spec, b"", b"")
         except LauncherError as exc:
-            logger.warning("no run on standby: %s", exc)
+            logger.warning("no %s run on standby: %s", language.id, exc)
             self._standby_ids.discard(run_id)
             self._finish_later(None, uid)
             return
@@ -727,10 +745,11 @@ class Sandbox:
         except (OSError, ValueError, asyncio.CancelledError):
             self._let_go(standby)
             raise
-        if ready:
-            self._standby.append(standby)
+        if ready and language.id in self._warm:
+            self._standby.setdefault(language.id, []).append(standby)
         else:
-            logger.warning("run %s on standby failed to start", run_id)
+            if not ready:
+                logger.warning("%s run %s on standby failed to start", language.id, run_id)
             self._let_go(standby)
 
     def _go(self, standby: _Standby, spec: RunSpec, code: bytes, stdin: bytes) -> _Pending | None:
@@ -1088,11 +1107,22 @@ class Sandbox:
                 self.settings = dataclasses.replace(self.settings, run_root=root)
         return root, _lock_beside(root)
 
+    def _warm_languages(self) -> tuple[str, ...]:
+        """The languages whose runs go warm: those SANDBOX_WARM names that can here."""
+        warm = []
+        for language_id in self.settings.warm_languages:
+            if language_id == "python" and self._template is None:
+                continue
+            if language_id == "javascript" and not _node_can_stand_by():
+                continue
+            warm.append(language_id)
+        return tuple(warm)
+
     def _start_template(self) -> _LauncherProcess | None:
         """Start the warm launcher on the snippets' own Python, or say why not."""
         python = get_language("python")
         interpreter = python.resolved_executable()
-        if self.settings.warm != "python" or interpreter is None:
+        if "python" not in self.settings.warm_languages or interpreter is None:
             return None
         # The environment every Python run gets, with placeholders where a run has its own
         # values: it is what /proc/self/environ shows a warm snippet (see warm.py).
@@ -1216,6 +1246,22 @@ async def _await_exit(loop: asyncio.AbstractEventLoop, control: socket.socket) -
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _node_can_stand_by() -> bool:
+    """Whether JavaScript runs can be started before their calls: node is there, and every
+    run's uid can read the preload it waits in (warm_node.js)."""
+    if get_language("javascript").resolved_executable() is None:
+        return False
+    try:
+        readable = os.stat(warm_node.BOOTSTRAP).st_mode & stat.S_IROTH
+    except OSError:
+        readable = 0
+    if not readable:
+        logger.warning(
+            "warm JavaScript runs are off: %s is not readable by all", warm_node.BOOTSTRAP
+        )
+    return bool(readable)
 
 
 def _token_paths(token_file: str) -> list[str]:

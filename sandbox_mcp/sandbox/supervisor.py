@@ -27,7 +27,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from sandbox_mcp.sandbox import _libc, files, landlock, processes, seccomp, warm, workspace
+from sandbox_mcp.sandbox import (
+    _libc,
+    files,
+    landlock,
+    processes,
+    seccomp,
+    warm,
+    warm_node,
+    workspace,
+)
 from sandbox_mcp.sandbox.output import CapturedText, StreamCapture
 from sandbox_mcp.sandbox.spec import BuildOutcome, RunOutcome, RunSpec
 
@@ -182,40 +191,60 @@ def _stand_by_then_run(
 ) -> RunSpec:
     """Start the program confined and waiting; on the server's go, let it run and watch it.
 
-    Returns the spec as the go completed it (argv, main file, deadline).
+    A warm Python run waits in the forked interpreter (warm.py); a JavaScript one is node
+    itself, exec'd and waiting in its preload (warm_node.py). Returns the spec as the go
+    completed it (argv, main file, deadline).
     """
+    node = not spec.warm
     waiting, handle = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # Node's stdin is filled at the go; Python's arrives with it.
+    stdin = warm_node.empty_stdin() if node else fds.stdin
     step = watch.program = _Step()
     watch.steps.append(step)
     try:
-        step.pid = _start(spec, spec.argv, (fds.stdin, fds.stdout, fds.stderr), waiting.fileno())
-    finally:
-        waiting.close()
-    control.send(json.dumps({"event": "standing by"}).encode())
+        try:
+            step.pid = _start(spec, spec.argv, (stdin, fds.stdout, fds.stderr), waiting.fileno())
+        finally:
+            waiting.close()
+        if node and not _node_ready(handle):
+            raise OSError("node on standby did not get ready")
+        control.send(json.dumps({"event": "standing by"}).encode())
 
-    received = _receive_go(control)
-    if received is None:
-        watch.limit = "cancelled"
-        return spec
-    go, stdin, payload = received
-    spec = dataclasses.replace(
-        spec,
-        argv=[str(arg) for arg in go["argv"]],
-        main_file=str(go["main_file"]),
-        limits=dataclasses.replace(spec.limits, timeout_seconds=float(go["timeout"])),
-    )
-    try:
-        _write_main(spec, payload)
-        watch.before = workspace.snapshot(spec.workdir)
-        handle.sendmsg(
-            [json.dumps(spec.argv).encode()],
-            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [stdin]))],
+        received = _receive_go(control)
+        if received is None:
+            watch.limit = "cancelled"
+            return spec
+        go, call_stdin, payload = received
+        standby_argv = spec.argv
+        spec = dataclasses.replace(
+            spec,
+            argv=[str(arg) for arg in go["argv"]],
+            main_file=str(go["main_file"]),
+            limits=dataclasses.replace(spec.limits, timeout_seconds=float(go["timeout"])),
         )
+        try:
+            _write_main(spec, payload)
+            watch.before = workspace.snapshot(spec.workdir)
+            if node:
+                warm_node.fill_stdin(stdin, call_stdin)
+                program = warm_node.program_argv(standby_argv, spec.argv)
+            # The program starts as the go leaves: a busy machine may run it to its end before
+            # this process looks at the clock again.
+            step.started = time.monotonic()
+            if node:
+                handle.send(warm_node.go_message(program))
+            else:
+                handle.sendmsg(
+                    [json.dumps(spec.argv).encode()],
+                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [call_stdin]))],
+                )
+        finally:
+            _close_quietly(call_stdin, payload)
     finally:
-        _close_quietly(stdin, payload)
+        if node:
+            _close_quietly(stdin)
         handle.close()
 
-    step.started = time.monotonic()
     watch.deadline = step.started + spec.limits.timeout_seconds
     control.send(json.dumps({"event": "started", "pid": step.pid}).encode())
     _over_limit(spec, watch, step.started, float("inf"))
@@ -223,15 +252,27 @@ def _stand_by_then_run(
     return spec
 
 
+def _node_ready(handle: socket.socket) -> bool:
+    """Wait until node on standby says it is ready; False if it died first or we must stop."""
+    if not _readable_unless_stopped(handle):
+        return False
+    return warm_node.is_ready(handle.recv(64))
+
+
+def _readable_unless_stopped(sock: socket.socket) -> bool:
+    """Wait until `sock` can be read; False when the supervisor was told to stop first."""
+    while not _stop.requested:
+        readable, _, _ = select.select([sock, _stop.wakeup], [], [])
+        if sock in readable:
+            return True
+        _drain(_stop.wakeup)
+    return False
+
+
 def _receive_go(control: socket.socket) -> tuple[dict, int, int] | None:
     """The go: its message and two descriptors (stdin, the code). None when the server let
     the run on standby go unused (EOF) or the supervisor was told to stop."""
-    while not _stop.requested:
-        readable, _, _ = select.select([control, _stop.wakeup], [], [])
-        if control in readable:
-            break
-        _drain(_stop.wakeup)
-    if _stop.requested:
+    if not _readable_unless_stopped(control):
         return None
     fds = array.array("i")
     data, ancillary, _flags, _addr = control.recvmsg(1 << 20, socket.CMSG_SPACE(2 * fds.itemsize))
@@ -356,8 +397,10 @@ def _start(
     """Fork and exec `argv`. Returns its pid once exec has succeeded, or raises.
 
     A warm run runs `argv` in the forked interpreter instead; one on standby (`waiting`, its
-    end of a socket to this supervisor) first waits, confined, for its go. `keep` are
-    inheritable descriptors the program keeps under their numbers (a session's driver).
+    end of a socket to this supervisor) first waits, confined, for its go: in the forked
+    interpreter, or in node exec'd with a preload when the spec is not `warm`
+    (warm_node.py). `keep` are inheritable descriptors the program keeps under their numbers
+    (a session's driver).
     """
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
     supervisor = os.getpid()
@@ -368,6 +411,8 @@ def _start(
         try:
             kept = (error_write, *keep) if waiting is None else (error_write, waiting)
             _prepare_child(spec, stdio, supervisor, kept)
+            if waiting is not None and not spec.warm:
+                warm_node.exec_when_told(argv, spec.env, waiting, spec.limits.max_open_files)
             if waiting is not None:
                 warm.run_when_told(waiting, spec.env, error_write)
             if in_process:

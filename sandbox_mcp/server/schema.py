@@ -236,6 +236,6 @@ class ServerInfo(BaseModel):
         "own; their workdirs are not counted in workdirs_present.",
     )
     warm_languages: list[str] = Field(
-        description="Languages whose runs fork an interpreter started in advance (SANDBOX_WARM)."
+        description="Languages whose runs are started ahead of their calls (SANDBOX_WARM)."
     )
     notes: list[str] = Field(description="Where this posture is weaker than the full one.")

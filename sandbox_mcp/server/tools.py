@@ -442,7 +442,7 @@ async def posture_report(sandbox: Sandbox) -> ServerInfo:
         queued=activity.queued,
         runs_on_standby=sandbox.standby_ready,
         sessions_open=sandbox.sessions.count(),
-        warm_languages=["python"] if sandbox.warm_pid is not None else [],
+        warm_languages=list(sandbox.warm_languages),
         notes=notes,
     )
 
