@@ -47,6 +47,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or a positive integer, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -323,6 +330,13 @@ OPTIONS: tuple[Option, ...] = (
         "python: Python runs fork an interpreter started in advance; off: every run execs one",
     ),
     Option(
+        "warm_java",
+        "SANDBOX_WARM_JAVA",
+        1,
+        _non_negative_int,
+        "Java runs kept on standby in a warm JVM (0: none); off when SANDBOX_WARM is off",
+    ),
+    Option(
         "disable",
         "SANDBOX_DISABLE",
         (),
@@ -383,6 +397,7 @@ class Settings:
     session_idle_seconds: float = 3600.0
     network: str = "off"
     warm: str = "python"
+    warm_java: int = 1
     disable: tuple[str, ...] = ()
     log_level: str = "info"
     log_format: str = "plain"

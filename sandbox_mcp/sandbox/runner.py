@@ -44,6 +44,7 @@ from sandbox_mcp.sandbox import (
     posture,
     sessions,
     warm,
+    warm_java,
     workspace,
 )
 from sandbox_mcp.sandbox import diagnostics as diagnostics_module
@@ -225,11 +226,12 @@ class _Pending:
 
 @dataclass
 class _Standby:
-    """A warm Python run started ahead of its call, confined and waiting for its go."""
+    """A warm run started ahead of its call, confined and waiting for its go."""
 
     spec: RunSpec
     uid: int | None
     pending: _Pending
+    language: str = "python"  # or "java": a warm JVM (warm_java.py)
 
 
 class Sandbox:
@@ -246,9 +248,13 @@ class Sandbox:
             if self.identity.mode == "pool"
             else None
         )
+        # Java runs on standby (warm_java.py): each JVM holds its memory while it waits, out
+        # of the budget runs are admitted against. None while its bootstrap is not compiled.
+        self._java_standby_runs = _java_standby_runs(settings)
+        self._java_bootstrap: str | None = None
         self._admission = Admission(
             settings.max_concurrent_runs,
-            settings.memory_budget_mb,
+            settings.memory_budget_mb - self._java_standby_runs * warm_java.STANDBY_MEMORY_MB,
             settings.max_queued,
             settings.queue_timeout,
         )
@@ -263,6 +269,8 @@ class Sandbox:
         # Run ids of runs on standby, ready or still starting: their workdirs are expected.
         self._standby_ids: set[str] = set()
         self._standing_up: set[asyncio.Task[None]] = set()
+        self._standing_up_by_language: dict[str, set[asyncio.Task[None]]] = {}
+        self._java_preparing: asyncio.Future[None] | None = None
         # Waits for supervisors to exit after their answers, to give their uids back.
         self._finishing: set[asyncio.Task[None]] = set()
         # Files and directories of the server's that runs must not read though their uid
@@ -287,7 +295,7 @@ class Sandbox:
             return
         _make_dumpable(False)
         if self._pool is not None:
-            sessions.check_pool(self.settings, STANDBY_RUNS)
+            sessions.check_pool(self.settings, STANDBY_RUNS + self._java_standby_runs)
             self._pool.claim()
         try:
             self._prepare_run_root()
@@ -343,6 +351,8 @@ class Sandbox:
         )
         self._template = self._start_template()
         self._refill_standby()
+        if self._java_standby_runs:
+            self._java_preparing = asyncio.ensure_future(self._prepare_java_standby())
         self.sessions.start()
         # Reading versions starts a JVM or two and takes seconds: it goes on in the
         # background, and only list_languages waits for it.
@@ -386,6 +396,10 @@ class Sandbox:
             shutil.rmtree(self._probe_home, ignore_errors=True)
             self._probe_home = None
         await self.sessions.close()
+        if self._java_preparing is not None:
+            self._java_preparing.cancel()
+            await asyncio.gather(self._java_preparing, return_exceptions=True)
+            self._java_preparing = None
         for task in list(self._standing_up):
             task.cancel()
         await asyncio.gather(*self._standing_up, return_exceptions=True)
@@ -396,6 +410,9 @@ class Sandbox:
                 await launcher.stop()
         self._launcher = self._template = None
         await asyncio.gather(*self._finishing, return_exceptions=True)
+        if self._java_bootstrap is not None:
+            warm_java.remove_bootstrap(self._java_bootstrap)
+            self._java_bootstrap = None
         if self._pool is not None:
             self._pool.release_claim()
         # An empty run root is this server's alone; one that still holds something is not.
@@ -490,7 +507,7 @@ class Sandbox:
             prepared.payload,
             prepared.stdin,
             "run",
-            warm=language.id == "python",
+            warm=language.id in ("python", "java"),
             progress=progress,
         )
         return self._result(
@@ -618,7 +635,7 @@ class Sandbox:
         progress: RunProgress,
     ) -> tuple[RunSpec, RunOutcome, StreamCapture, StreamCapture, Listing]:
         pending = None
-        standby = self._take_standby() if warm else None
+        standby = self._take_standby(language.id) if warm else None
         if standby is not None:
             uid = standby.uid
             spec = spec_for(standby.spec.run_id, uid)
@@ -673,22 +690,44 @@ class Sandbox:
     # --- runs on standby ---------------------------------------------------------------------
 
     def _refill_standby(self) -> None:
-        """Start warm runs ahead of their calls, up to `STANDBY_RUNS`."""
-        if self._template is None:
-            return
-        while len(self._standby) + len(self._standing_up) < STANDBY_RUNS:
-            task = asyncio.ensure_future(self._stand_up())
-            self._standing_up.add(task)
-            task.add_done_callback(self._standing_up.discard)
+        """Start warm runs ahead of their calls, up to `STANDBY_RUNS` (Python) and
+        SANDBOX_WARM_JAVA (Java)."""
+        wanted = {
+            "python": STANDBY_RUNS if self._template is not None else 0,
+            "java": self._java_standby_runs if self._java_bootstrap is not None else 0,
+        }
+        for language, count in wanted.items():
+            ready = sum(1 for standby in self._standby if standby.language == language)
+            starting = self._standing_up_by_language.get(language, set())
+            while ready + len(starting) < count:
+                task = asyncio.ensure_future(self._stand_up(language))
+                self._standing_up.add(task)
+                starting.add(task)
+                self._standing_up_by_language[language] = starting
+                task.add_done_callback(self._standing_up.discard)
+                task.add_done_callback(starting.discard)
 
-    def _take_standby(self) -> _Standby | None:
-        standby = self._standby.pop(0) if self._standby else None
+    def _take_standby(self, language: str = "python") -> _Standby | None:
+        standby = next((run for run in self._standby if run.language == language), None)
         if standby is not None:
+            self._standby.remove(standby)
             self._standby_ids.discard(standby.spec.run_id)
         self._refill_standby()
         return standby
 
-    async def _stand_up(self) -> None:
+    async def _prepare_java_standby(self) -> None:
+        """Compile the warm JVM's bootstrap (warm_java.py), then keep Java runs on standby."""
+        javac = shutil.which("javac", path=SNIPPET_PATH)
+        if javac is None:
+            return
+        try:
+            self._java_bootstrap = await asyncio.to_thread(warm_java.compile_bootstrap, javac)
+        except (OSError, subprocess.SubprocessError) as exc:
+            logger.warning("warm Java runs are off: the bootstrap did not compile: %s", exc)
+            return
+        self._refill_standby()
+
+    async def _stand_up(self, language_id: str = "python") -> None:
         """Start one warm run that waits for its call; keep it once it says it is ready."""
         # Never with one of the last uids: calls that are not warm must not wait for them.
         uid = None
@@ -699,12 +738,21 @@ class Sandbox:
             if uid is None:
                 return
         run_id = secrets.token_hex(6)
-        python = get_language("python")
-        main = python.main_file("", None)
-        values = python.values(main, self._workdir(run_id), self.settings.memory_mb)
-        argv = python.command(python.run, values)
-        spec = self._spec(run_id, python, main, values, argv, None, self.settings.timeout, uid)
-        spec = dataclasses.replace(spec, warm=True, standby=True)
+        language = get_language(language_id)
+        main = language.main_file("", None)
+        values = language.values(main, self._workdir(run_id), self.settings.memory_mb)
+        if language_id == "java" and self._java_bootstrap is not None:
+            argv = warm_java.standby_argv(language, main, values, self._java_bootstrap)
+            spec = self._spec(
+                run_id, language, main, values, argv, None, self.settings.timeout, uid
+            )
+            spec = dataclasses.replace(spec, standby=True)
+        else:
+            argv = language.command(language.run, values)
+            spec = self._spec(
+                run_id, language, main, values, argv, None, self.settings.timeout, uid
+            )
+            spec = dataclasses.replace(spec, warm=True, standby=True)
         self._standby_ids.add(run_id)
         try:
             pending = self._open(spec, b"", b"")
@@ -714,7 +762,7 @@ class Sandbox:
             self._finish_later(None, uid)
             return
 
-        standby = _Standby(spec, uid, pending)
+        standby = _Standby(spec, uid, pending, language_id)
         loop = asyncio.get_running_loop()
         try:
             message = await loop.sock_recv(pending.control, 4096)
@@ -735,6 +783,7 @@ class Sandbox:
             "argv": spec.argv,
             "main_file": spec.main_file,
             "timeout": spec.limits.timeout_seconds,
+            "build_argv": spec.build_argv,  # Java builds in the warm JVM (warm_java.py)
         }
         fds: list[int] = []
         try:
@@ -1239,6 +1288,23 @@ def _lock_beside(root: Path) -> int:
             "SANDBOX_RUN_ROOT"
         )
     return fd
+
+
+def _java_standby_runs(settings: Settings) -> int:
+    """How many Java runs to keep on standby: SANDBOX_WARM_JAVA, unless warm runs are off or
+    the memory budget could not hold the JVMs and one Java run besides."""
+    runs = settings.warm_java if settings.warm != "off" else 0
+    if runs and settings.memory_budget_mb - runs * warm_java.STANDBY_MEMORY_MB < settings.memory_mb:
+        logger.warning(
+            "warm Java runs are off: a memory budget of %d MB cannot hold %d JVMs on standby "
+            "(%d MB each) and a %d MB run",
+            settings.memory_budget_mb,
+            runs,
+            warm_java.STANDBY_MEMORY_MB,
+            settings.memory_mb,
+        )
+        return 0
+    return runs
 
 
 def _snippet_environment(workdir: str, tmp: str) -> dict[str, str]:

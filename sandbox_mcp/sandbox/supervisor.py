@@ -27,7 +27,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from sandbox_mcp.sandbox import _libc, files, landlock, processes, seccomp, warm, workspace
+from sandbox_mcp.sandbox import (
+    _libc,
+    files,
+    landlock,
+    processes,
+    seccomp,
+    warm,
+    warm_java,
+    workspace,
+)
 from sandbox_mcp.sandbox.output import CapturedText, StreamCapture
 from sandbox_mcp.sandbox.spec import BuildOutcome, RunOutcome, RunSpec
 
@@ -87,6 +96,8 @@ class _Watch:
     steps: list[_Step] = field(default_factory=list)
     # The workdir's files once the caller's were written: what the run changes is listed.
     before: workspace.Snapshot | None = None
+    # CPU time the program used on standby before its go (a warm JVM's warming): not the run's.
+    standby_cpu_ms: float = 0.0
 
     @property
     def current(self) -> _Step | None:
@@ -184,6 +195,8 @@ def _stand_by_then_run(
 
     Returns the spec as the go completed it (argv, main file, deadline).
     """
+    if warm_java.is_standby(spec):  # a JVM, which takes its go on pipes (warm_java.py)
+        return warm_java.stand_by_then_run(spec, fds, control, watch)
     waiting, handle = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     step = watch.program = _Step()
     watch.steps.append(step)
@@ -681,7 +694,7 @@ def _remove_workdir(spec: RunSpec) -> None:
 
 def _outcome(spec: RunSpec, watch: _Watch) -> RunOutcome:
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_ms = (children.ru_utime + children.ru_stime) * 1000
+    cpu_ms = (children.ru_utime + children.ru_stime) * 1000 - watch.standby_cpu_ms
     # ru_maxrss also covers each process's life before exec, when it was a copy of this
     # supervisor: it only says something when it rose above that.
     largest = children.ru_maxrss * 1024
