@@ -351,13 +351,13 @@ class Sandbox:
         )
         self._template = self._start_template()
         self._refill_standby()
-        if self._java_standby_runs:
-            self._java_preparing = asyncio.ensure_future(self._prepare_java_standby())
         self.sessions.start()
         # Reading versions starts a JVM or two and takes seconds: it goes on in the
         # background, and only list_languages waits for it.
         self._probe_home = tempfile.mkdtemp(prefix=PROBE_PREFIX)
         self._probing = asyncio.ensure_future(self._probe_runtimes())
+        if self._java_standby_runs:
+            self._java_preparing = asyncio.ensure_future(self._prepare_java_standby())
         logger.info(
             "sandbox ready: identity=%s landlock_abi=%d run_root=%s",
             self.identity.mode,
@@ -387,6 +387,10 @@ class Sandbox:
         """Stop the launcher; it ends every run still going and removes its workdir."""
         if not self._prepared:
             return
+        if self._java_preparing is not None:
+            self._java_preparing.cancel()
+            await asyncio.gather(self._java_preparing, return_exceptions=True)
+            self._java_preparing = None
         if self._probing is not None:
             self._probing.cancel()
             self._probing = None
@@ -396,10 +400,6 @@ class Sandbox:
             shutil.rmtree(self._probe_home, ignore_errors=True)
             self._probe_home = None
         await self.sessions.close()
-        if self._java_preparing is not None:
-            self._java_preparing.cancel()
-            await asyncio.gather(self._java_preparing, return_exceptions=True)
-            self._java_preparing = None
         for task in list(self._standing_up):
             task.cancel()
         await asyncio.gather(*self._standing_up, return_exceptions=True)
@@ -716,12 +716,24 @@ class Sandbox:
         return standby
 
     async def _prepare_java_standby(self) -> None:
-        """Compile the warm JVM's bootstrap (warm_java.py), then keep Java runs on standby."""
+        """Compile the warm JVM's bootstrap (warm_java.py), then keep Java runs on standby.
+
+        After the runtimes' versions are read: both start JVMs, and on a small machine the
+        server's first answers should not wait behind all of them at once.
+        """
+        if self._probing is not None:
+            await asyncio.gather(asyncio.shield(self._probing), return_exceptions=True)
         javac = shutil.which("javac", path=SNIPPET_PATH)
         if javac is None:
             return
+        compiling = asyncio.ensure_future(asyncio.to_thread(warm_java.compile_bootstrap, javac))
         try:
-            self._java_bootstrap = await asyncio.to_thread(warm_java.compile_bootstrap, javac)
+            self._java_bootstrap = await asyncio.shield(compiling)
+        except asyncio.CancelledError:
+            # The thread runs on: wait for its directory, so as to remove it.
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                warm_java.remove_bootstrap(await compiling)
+            raise
         except (OSError, subprocess.SubprocessError) as exc:
             logger.warning("warm Java runs are off: the bootstrap did not compile: %s", exc)
             return

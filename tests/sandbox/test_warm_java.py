@@ -373,3 +373,20 @@ async def test_java_runs_on_standby_are_ended_and_removed_with_the_server(
             break
         await asyncio.sleep(0.05)
     assert not os.path.exists(f"/proc/{jvm}"), "the JVM on standby outlived its server"
+
+
+def bootstrap_dirs() -> set[str]:
+    return {name for name in os.listdir("/tmp") if name.startswith("sandbox-mcp-java-standby-")}
+
+
+@pytest.mark.parametrize("wait", [0.0, 1.0])
+async def test_a_server_closed_while_its_bootstrap_compiles_leaves_nothing(
+    run_root: Path, wait: float
+) -> None:
+    before = bootstrap_dirs()
+    box = Sandbox(replace(WARM, run_root=run_root))
+    await box.start()
+    await asyncio.sleep(wait)
+    await box.close()
+
+    assert bootstrap_dirs() <= before
