@@ -47,6 +47,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or a positive integer, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -341,6 +348,13 @@ OPTIONS: tuple[Option, ...] = (
         "separated), or off: every run execs its runtime at the call",
     ),
     Option(
+        "warm_java",
+        "SANDBOX_WARM_JAVA",
+        1,
+        _non_negative_int,
+        "Java runs kept on standby in a warm JVM (0: none); off when SANDBOX_WARM is off",
+    ),
+    Option(
         "disable",
         "SANDBOX_DISABLE",
         (),
@@ -402,6 +416,7 @@ class Settings:
     network: str = "off"
     # "off", or the languages whose runs are warm, comma-separated (see `warm_languages`).
     warm: str = "python,javascript"
+    warm_java: int = 1
     disable: tuple[str, ...] = ()
     log_level: str = "info"
     log_format: str = "plain"

@@ -55,6 +55,12 @@ from mcp import Client, MCPError, StdioServerParameters
 # its template, each with a workdir, and are not leftovers. Read from the server's own code so
 # that the allowance cannot drift from what it does.
 from sandbox_mcp.sandbox.runner import STANDBY_RUNS
+from sandbox_mcp.sandbox.warm_java import BOOTSTRAP_CLASS
+from sandbox_mcp.sandbox.warm_node import BOOTSTRAP as NODE_PRELOAD
+
+# Java runs the warm server keeps on standby (SANDBOX_WARM_JAVA, set where it is started):
+# each is a supervisor below the launcher with one JVM below it, and a workdir.
+JAVA_STANDBY_RUNS = 1
 
 SERVER = Path(sys.executable).parent / "sandbox-mcp"
 TOKEN = re.compile(r"bench-[0-9a-f]{16}")
@@ -67,7 +73,7 @@ SETTLE_SECONDS = 3.0
 # The servers measured side by side, each with the SANDBOX_WARM it is started with.
 SERVERS = {"warm": "python,javascript", "cold": "off"}
 # The languages measured through both servers; every other one goes through the warm server.
-WARM_LANGUAGES = ("python", "javascript")
+BOTH_SERVERS = ("python", "javascript", "java")
 # Each server's part of the uid range from --uid-base: two servers fit in the 64 uids that one
 # slot of the test suite has, and 32 is plenty for 8 runs at a time.
 UIDS_PER_SERVER = 32
@@ -98,7 +104,7 @@ ROW_TARGETS: dict[str, tuple[tuple[str, str, str, float, str], ...]] = {
         ("call p50, whole stack", "p50_ms", "at most", 2.0, "ms"),
         ("runs/s at 8, of floor", "throughput_pct_8", "at least", 90.0, "%"),
     ),
-    "java": (("hello world, call p50", "p50_ms", "at most", 150.0, "ms"),),
+    "java-warm": (("hello world, call p50", "p50_ms", "at most", 150.0, "ms"),),
 }
 COLD_START_OVER_IMPORT_MS = 150.0  # the cold start's target: the SDK's import plus this
 LEAK_RSS_MB = 5.0  # the leak check's target: each watched process grows by less than this
@@ -175,11 +181,11 @@ class Plan:
 
     @property
     def rows(self) -> tuple[Row, ...]:
-        """Python and JavaScript through both servers, every other language through the
-        default (warm) one."""
+        """Python, JavaScript and Java through both servers, every other language through
+        the default (warm) one."""
         found = []
         for language in self.languages:
-            if language.id in WARM_LANGUAGES:
+            if language.id in BOTH_SERVERS:
                 found += [
                     Row(f"{language.id}-{name}", f"{language.id} ({name})", language, name)
                     for name in SERVERS
@@ -466,6 +472,7 @@ def server_params(server: str, run_root: Path, uid_base: int) -> StdioServerPara
             "SANDBOX_UID_BASE": str(uid_base),
             "SANDBOX_UID_COUNT": str(UIDS_PER_SERVER),
             "SANDBOX_WARM": SERVERS[server],
+            "SANDBOX_WARM_JAVA": str(JAVA_STANDBY_RUNS),
             # One log line per run would bury the table; warnings still reach stderr.
             "SANDBOX_LOG_LEVEL": "warning",
         },
@@ -599,23 +606,31 @@ def sort_below(server: int, residents: dict[str, int], warm: tuple[str, ...]) ->
 
     A run on standby is a supervisor with one live process below it, its program waiting for
     the go: forked from the template for Python, from the launcher for JavaScript (its
-    program is node). Up to STANDBY_RUNS of each are the server's due. A run whose supervisor
-    hung after its answer with one process left looks the same: it is caught here only
-    beyond STANDBY_RUNS, and after the exit (`left_running`) only if the server's shutdown
-    did not end it.
+    program is node with the preload) and for Java (a JVM running the bootstrap class). Up
+    to STANDBY_RUNS of Python's and JavaScript's and JAVA_STANDBY_RUNS of Java's are the
+    server's due. A run whose supervisor hung after its answer with one process left looks
+    the same: it is caught here only beyond those, and after the exit (`left_running`) only
+    if the server's shutdown did not end it.
     """
     table = process_table()
     below = [pid for pid in descendants(server, table) if pid not in residents.values()]
     zombies = tuple(pid for pid in below if table[pid][1] == "Z")
     standby: list[int] = []
-    parents = {"python": "template", "javascript": "launcher"}
-    for language in warm:
-        parent = residents.get(parents[language])
+    # Where each language's runs wait: below which resident, told apart by their program.
+    kinds = [
+        ("python", "template", lambda command: True, STANDBY_RUNS),
+        ("javascript", "launcher", lambda command: NODE_PRELOAD in command, STANDBY_RUNS),
+        ("java", "launcher", lambda command: BOOTSTRAP_CLASS in command, JAVA_STANDBY_RUNS),
+    ]
+    for language, resident, is_its, most in kinds:
+        if language not in warm and not (language == "java" and warm):
+            continue
         due = 0
-        for pid in sorted(pid for pid in below if table[pid][0] == parent):
+        for pid in sorted(pid for pid in below if table[pid][0] == residents.get(resident)):
             program = descendants(pid, table)
             waiting = len(program) == 1 and not set(program) & set(zombies)
-            if waiting and pid not in zombies and due < STANDBY_RUNS:
+            mine = waiting and is_its(command_line(program[0]).split())
+            if mine and pid not in zombies and pid not in standby and due < most:
                 standby.append(pid)
                 due += 1
     on_standby = {pid for supervisor in standby for pid in descendants(supervisor, table)}

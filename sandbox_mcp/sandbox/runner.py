@@ -44,6 +44,7 @@ from sandbox_mcp.sandbox import (
     posture,
     sessions,
     warm,
+    warm_java,
     warm_node,
     workspace,
 )
@@ -248,9 +249,13 @@ class Sandbox:
             if self.identity.mode == "pool"
             else None
         )
+        # Java runs on standby (warm_java.py): each JVM holds its memory while it waits, out
+        # of the budget runs are admitted against. None while its bootstrap is not compiled.
+        self._java_standby_runs = _java_standby_runs(settings)
+        self._java_bootstrap: str | None = None
         self._admission = Admission(
             settings.max_concurrent_runs,
-            settings.memory_budget_mb,
+            settings.memory_budget_mb - self._java_standby_runs * warm_java.STANDBY_MEMORY_MB,
             settings.max_queued,
             settings.queue_timeout,
         )
@@ -266,6 +271,7 @@ class Sandbox:
         # Run ids of runs on standby, ready or still starting: their workdirs are expected.
         self._standby_ids: set[str] = set()
         self._standing_up: dict[str, set[asyncio.Task[None]]] = {}
+        self._java_preparing: asyncio.Future[None] | None = None
         # Waits for supervisors to exit after their answers, to give their uids back.
         self._finishing: set[asyncio.Task[None]] = set()
         # Files and directories of the server's that runs must not read though their uid
@@ -290,7 +296,10 @@ class Sandbox:
             return
         _make_dumpable(False)
         if self._pool is not None:
-            sessions.check_pool(self.settings, STANDBY_RUNS * len(self.settings.warm_languages))
+            sessions.check_pool(
+                self.settings,
+                STANDBY_RUNS * len(self.settings.warm_languages) + self._java_standby_runs,
+            )
             self._pool.claim()
         try:
             self._prepare_run_root()
@@ -363,6 +372,8 @@ class Sandbox:
         # background, and only list_languages waits for it.
         self._probe_home = tempfile.mkdtemp(prefix=PROBE_PREFIX)
         self._probing = asyncio.ensure_future(self._probe_runtimes())
+        if self._java_standby_runs:
+            self._java_preparing = asyncio.ensure_future(self._prepare_java_standby())
         logger.info(
             "sandbox ready: identity=%s landlock_abi=%d run_root=%s",
             self.identity.mode,
@@ -392,6 +403,10 @@ class Sandbox:
         """Stop the launcher; it ends every run still going and removes its workdir."""
         if not self._prepared:
             return
+        if self._java_preparing is not None:
+            self._java_preparing.cancel()
+            await asyncio.gather(self._java_preparing, return_exceptions=True)
+            self._java_preparing = None
         if self._probing is not None:
             self._probing.cancel()
             self._probing = None
@@ -414,6 +429,9 @@ class Sandbox:
                 await launcher.stop()
         self._launcher = self._template = None
         await asyncio.gather(*self._finishing, return_exceptions=True)
+        if self._java_bootstrap is not None:
+            warm_java.remove_bootstrap(self._java_bootstrap)
+            self._java_bootstrap = None
         if self._pool is not None:
             self._pool.release_claim()
         # An empty run root is this server's alone; one that still holds something is not.
@@ -508,7 +526,7 @@ class Sandbox:
             prepared.payload,
             prepared.stdin,
             "run",
-            warm=language.id in self._warm,
+            warm=language.id in self._warm or language.id == "java",
             progress=progress,
         )
         return self._result(
@@ -691,23 +709,53 @@ class Sandbox:
     # --- runs on standby ---------------------------------------------------------------------
 
     def _refill_standby(self, language_id: str) -> None:
-        """Start warm runs of a language ahead of their calls, up to `STANDBY_RUNS`."""
-        if language_id not in self._warm:
-            return
+        """Start warm runs of a language ahead of their calls, as many as it keeps."""
         ready = self._standby.setdefault(language_id, [])
         starting = self._standing_up.setdefault(language_id, set())
-        while len(ready) + len(starting) < STANDBY_RUNS:
+        while len(ready) + len(starting) < self._standby_wanted(language_id):
             task = asyncio.ensure_future(self._stand_up(get_language(language_id)))
             starting.add(task)
             task.add_done_callback(starting.discard)
+
+    def _standby_wanted(self, language_id: str) -> int:
+        """Runs on standby a language keeps: SANDBOX_WARM's languages `STANDBY_RUNS` each,
+        Java SANDBOX_WARM_JAVA once its bootstrap is compiled."""
+        if language_id == "java":
+            return self._java_standby_runs if self._java_bootstrap is not None else 0
+        return STANDBY_RUNS if language_id in self._warm else 0
 
     def _take_standby(self, language_id: str) -> _Standby | None:
         ready = self._standby.get(language_id)
         standby = ready.pop(0) if ready else None
         if standby is not None:
+            self._standby.remove(standby)
             self._standby_ids.discard(standby.spec.run_id)
         self._refill_standby(language_id)
         return standby
+
+    async def _prepare_java_standby(self) -> None:
+        """Compile the warm JVM's bootstrap (warm_java.py), then keep Java runs on standby.
+
+        After the runtimes' versions are read: both start JVMs, and on a small machine the
+        server's first answers should not wait behind all of them at once.
+        """
+        if self._probing is not None:
+            await asyncio.gather(asyncio.shield(self._probing), return_exceptions=True)
+        javac = shutil.which("javac", path=SNIPPET_PATH)
+        if javac is None:
+            return
+        compiling = asyncio.ensure_future(asyncio.to_thread(warm_java.compile_bootstrap, javac))
+        try:
+            self._java_bootstrap = await asyncio.shield(compiling)
+        except asyncio.CancelledError:
+            # The thread runs on: wait for its directory, so as to remove it.
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                warm_java.remove_bootstrap(await compiling)
+            raise
+        except (OSError, subprocess.SubprocessError) as exc:
+            logger.warning("warm Java runs are off: the bootstrap did not compile: %s", exc)
+            return
+        self._refill_standby("java")
 
     async def _stand_up(self, language: Language) -> None:
         """Start one warm run that waits for its call; keep it once it says it is ready."""
@@ -722,10 +770,15 @@ class Sandbox:
         run_id = secrets.token_hex(6)
         main = language.main_file("", None)
         values = language.values(main, self._workdir(run_id), self.settings.memory_mb)
-        argv = language.command(language.run, values)
+        if language.id == "java" and self._java_bootstrap is not None:
+            argv = warm_java.standby_argv(language, main, values, self._java_bootstrap)
+        else:
+            argv = language.command(language.run, values)
         spec = self._spec(run_id, language, main, values, argv, None, self.settings.timeout, uid)
         if language.id == "python":
             spec = dataclasses.replace(spec, warm=True, standby=True)
+        elif language.id == "java":
+            spec = dataclasses.replace(spec, standby=True)
         else:
             spec = dataclasses.replace(spec, argv=warm_node.standby_argv(argv), standby=True)
         self._standby_ids.add(run_id)
@@ -745,7 +798,7 @@ class Sandbox:
         except (OSError, ValueError, asyncio.CancelledError):
             self._let_go(standby)
             raise
-        if ready and language.id in self._warm:
+        if ready and self._standby_wanted(language.id):
             self._standby.setdefault(language.id, []).append(standby)
         else:
             if not ready:
@@ -759,6 +812,7 @@ class Sandbox:
             "argv": spec.argv,
             "main_file": spec.main_file,
             "timeout": spec.limits.timeout_seconds,
+            "build_argv": spec.build_argv,  # Java builds in the warm JVM (warm_java.py)
         }
         fds: list[int] = []
         try:
@@ -1290,6 +1344,23 @@ def _lock_beside(root: Path) -> int:
             "SANDBOX_RUN_ROOT"
         )
     return fd
+
+
+def _java_standby_runs(settings: Settings) -> int:
+    """How many Java runs to keep on standby: SANDBOX_WARM_JAVA, unless warm runs are off or
+    the memory budget could not hold the JVMs and one Java run besides."""
+    runs = settings.warm_java if settings.warm != "off" else 0
+    if runs and settings.memory_budget_mb - runs * warm_java.STANDBY_MEMORY_MB < settings.memory_mb:
+        logger.warning(
+            "warm Java runs are off: a memory budget of %d MB cannot hold %d JVMs on standby "
+            "(%d MB each) and a %d MB run",
+            settings.memory_budget_mb,
+            runs,
+            warm_java.STANDBY_MEMORY_MB,
+            settings.memory_mb,
+        )
+        return 0
+    return runs
 
 
 def _snippet_environment(workdir: str, tmp: str) -> dict[str, str]:

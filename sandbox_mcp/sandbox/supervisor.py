@@ -34,6 +34,7 @@ from sandbox_mcp.sandbox import (
     processes,
     seccomp,
     warm,
+    warm_java,
     warm_node,
     workspace,
 )
@@ -96,6 +97,8 @@ class _Watch:
     steps: list[_Step] = field(default_factory=list)
     # The workdir's files once the caller's were written: what the run changes is listed.
     before: workspace.Snapshot | None = None
+    # CPU time the program used on standby before its go (a warm JVM's warming): not the run's.
+    standby_cpu_ms: float = 0.0
 
     @property
     def current(self) -> _Step | None:
@@ -192,9 +195,12 @@ def _stand_by_then_run(
     """Start the program confined and waiting; on the server's go, let it run and watch it.
 
     A warm Python run waits in the forked interpreter (warm.py); a JavaScript one is node
-    itself, exec'd and waiting in its preload (warm_node.py). Returns the spec as the go
-    completed it (argv, main file, deadline).
+    itself, exec'd and waiting in its preload (warm_node.py); a Java one is a JVM with its
+    compiler warm (warm_java.py). Returns the spec as the go completed it (argv, main file,
+    deadline).
     """
+    if warm_java.is_standby(spec):  # a JVM, which takes its go on pipes (warm_java.py)
+        return warm_java.stand_by_then_run(spec, fds, control, watch)
     node = not spec.warm
     waiting, handle = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     # Node's stdin is filled at the go; Python's arrives with it.
@@ -726,7 +732,7 @@ def _remove_workdir(spec: RunSpec) -> None:
 
 def _outcome(spec: RunSpec, watch: _Watch) -> RunOutcome:
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_ms = (children.ru_utime + children.ru_stime) * 1000
+    cpu_ms = (children.ru_utime + children.ru_stime) * 1000 - watch.standby_cpu_ms
     # ru_maxrss also covers each process's life before exec, when it was a copy of this
     # supervisor: it only says something when it rose above that.
     largest = children.ru_maxrss * 1024

@@ -22,7 +22,8 @@ from tests.support import IS_ROOT, process_exists, uid_base
 
 pytestmark = pytest.mark.anyio
 
-BASE = Settings(timeout=10, max_timeout=10, cpu_seconds=20, uid_base=uid_base(1))
+# No JVM on standby: starting one costs seconds of CPU per server; test_warm_java.py has its own.
+BASE = Settings(timeout=10, max_timeout=10, cpu_seconds=20, uid_base=uid_base(1), warm_java=0)
 
 
 @pytest.fixture
