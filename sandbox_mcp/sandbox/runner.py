@@ -728,7 +728,6 @@ class Sandbox:
         ready = self._standby.get(language_id)
         standby = ready.pop(0) if ready else None
         if standby is not None:
-            self._standby.remove(standby)
             self._standby_ids.discard(standby.spec.run_id)
         self._refill_standby(language_id)
         return standby
