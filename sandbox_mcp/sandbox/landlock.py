@@ -155,8 +155,11 @@ def readable_around(hidden: Iterable[str]) -> list[str]:
     # Each directory on the way to a hidden path, with the names below it that lead on.
     ways: dict[str, set[str]] = {}
     ends: set[str] = set()
-    for path in hidden:
-        parts = os.path.normpath(path).strip("/").split("/")
+    # A hidden path reached through a link (/var/lock -> /run/lock) is hidden where it really
+    # is too: granting the siblings on the literal way would grant the real one (/run) whole.
+    forms = {form for path in hidden for form in (os.path.normpath(path), os.path.realpath(path))}
+    for path in sorted(forms):
+        parts = path.strip("/").split("/")
         current = "/"
         for part in parts:
             ways.setdefault(current, set()).add(part)
