@@ -569,8 +569,16 @@ def _auth_token(from_environment: str | None, values: Mapping[str, Any]) -> str 
         )
     try:
         text = Path(path).read_text(encoding="utf-8")
+        names = Path(path).stat().st_nlink
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"cannot read the auth token file {path}: {exc}") from None
+    if names > 1:
+        # Runs are kept from the file's path, but another name of it (a hard link beside it)
+        # is another path to the same secret, and Landlock would grant it as a sibling.
+        raise ConfigurationError(
+            f"the auth token file {path} has {names} names (hard links); runs could read it "
+            "through another one: give the server a file of its own"
+        )
     token = text.removesuffix("\n").removesuffix("\r")
     if not token:
         raise ConfigurationError(f"the auth token file {path} is empty; put the token in it")

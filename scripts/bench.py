@@ -37,6 +37,7 @@ import platform
 import re
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess  # nosec B404 # mount, umount and stat on the benchmark's own directory
 import sys
@@ -1016,7 +1017,8 @@ async def bench(plan: Plan) -> Results:
             )
     finally:
         if filesystem.startswith("tmpfs"):
-            subprocess.run(["umount", str(scratch)], check=False)  # nosec B603 B607
+            # Lazily: after an interruption a server may still hold a directory in it.
+            subprocess.run(["umount", "--lazy", str(scratch)], check=False)  # nosec B603 B607
         shutil.rmtree(scratch, ignore_errors=True)
 
     return Results(
@@ -1461,8 +1463,14 @@ def leaves(exc: BaseException) -> list[BaseException]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure, print the report, write the JSON; 1 if an answer was wrong or something leaked."""
     plan = parse_plan(argv)
+    # SIGTERM ends the benchmark as Ctrl-C does, through its clean-up: the servers stopped,
+    # the tmpfs unmounted, the scratch directory removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         results = asyncio.run(bench(plan))
+    except KeyboardInterrupt:
+        print("bench: interrupted; servers stopped and scratch files removed", file=sys.stderr)
+        return 130
     except Exception as exc:
         # Raised inside the client's task groups, an error arrives wrapped in exception groups.
         found = leaves(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,15 @@ def test_a_token_file_loses_one_trailing_newline(tmp_path: Path) -> None:
     from_env, _ = Settings.load([], {"SANDBOX_AUTH_TOKEN_FILE": str(token_file)})
 
     assert settings.auth_token == from_env.auth_token == "0123456789abcdef0123"
+
+
+def test_a_token_file_with_another_name_is_refused(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("0123456789abcdef0123\n")
+    os.link(token_file, tmp_path / "token.bak")
+
+    with pytest.raises(ConfigurationError, match="has 2 names"):
+        Settings.load(["--auth-token-file", str(token_file)], {})
 
 
 @pytest.mark.parametrize(

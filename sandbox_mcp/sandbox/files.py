@@ -21,7 +21,7 @@ def remove_tree(path: str) -> None:
     """
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        current = os.open(path, flags)
+        current = _open_restoring(path, flags)
     except FileNotFoundError:
         return
     except NotADirectoryError:
@@ -55,6 +55,17 @@ def remove_tree(path: str) -> None:
     finally:
         os.close(current)
     os.rmdir(path)
+
+
+def _open_restoring(path: str, flags: int) -> int:
+    # A run may have taken its owner's rights away from the workdir itself (`chmod . 0`):
+    # give them back first. The run root is not the run's to write, so `path` is still the
+    # directory the supervisor made.
+    try:
+        return os.open(path, flags)
+    except PermissionError:
+        os.chmod(path, stat.S_IRWXU)
+        return os.open(path, flags)
 
 
 def _empty_or_first_directory(directory: int) -> str | None:

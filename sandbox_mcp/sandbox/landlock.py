@@ -130,7 +130,7 @@ def restrict(
     ruleset = _libc.syscall("landlock_create_ruleset", ctypes.byref(attr), size, 0)
 
     try:
-        for path in _readable(hidden):
+        for path in readable_around(hidden):
             _allow(ruleset, path, _READ_FILE | _READ_DIR, missing_ok=True)
         _allow(ruleset, workdir, rights)
         for path in device_dirs:
@@ -138,34 +138,6 @@ def restrict(
         _libc.syscall("landlock_restrict_self", ruleset, 0)
     finally:
         os.close(ruleset)
-
-
-# What `readable_around` found for a launcher's hidden paths when the launcher started,
-# before it forked any supervisor: every run it forks uses that list (`list_once`).
-_listed: tuple[tuple[str, ...], list[str]] | None = None
-
-
-def list_once(hidden: Iterable[str]) -> None:
-    """Find what `restrict` grants around `hidden` now, once for this process and its forks.
-
-    Listing the directories on the way to the hidden paths took a run 0.2 ms where /tmp held
-    a few entries and 13 ms where it held 700. Entries made next to those paths afterwards
-    stay unreadable, as entries made after a run started always did.
-    """
-    global _listed
-    key = _normalised(hidden)
-    _listed = (key, readable_around(key))
-
-
-def _readable(hidden: Iterable[str]) -> list[str]:
-    key = _normalised(hidden)
-    if _listed is not None and _listed[0] == key:
-        return _listed[1]
-    return readable_around(key)
-
-
-def _normalised(paths: Iterable[str]) -> tuple[str, ...]:
-    return tuple(os.path.normpath(path) for path in paths)
 
 
 def readable_around(hidden: Iterable[str]) -> list[str]:
@@ -183,8 +155,11 @@ def readable_around(hidden: Iterable[str]) -> list[str]:
     # Each directory on the way to a hidden path, with the names below it that lead on.
     ways: dict[str, set[str]] = {}
     ends: set[str] = set()
-    for path in hidden:
-        parts = os.path.normpath(path).strip("/").split("/")
+    # A hidden path reached through a link (/var/lock -> /run/lock) is hidden where it really
+    # is too: granting the siblings on the literal way would grant the real one (/run) whole.
+    forms = {form for path in hidden for form in (os.path.normpath(path), os.path.realpath(path))}
+    for path in sorted(forms):
+        parts = path.strip("/").split("/")
         current = "/"
         for part in parts:
             ways.setdefault(current, set()).add(part)

@@ -8,9 +8,7 @@ launcher forks, and the child reads the spec and becomes the run's supervisor. F
 small process costs about a millisecond.
 
 The launcher itself never reads a spec: what one run asked for (its arguments, say) must not
-linger in memory that the next run's processes are forked from. It reads one message of the
-server's settings, first: the paths no run may read, around which it lists once what runs
-may read (landlock.list_once). That matters for the warm
+linger in memory that the next run's processes are forked from. That matters for the warm
 launcher (warm.py), whose snippets run in a fork of it.
 
 It is a child subreaper: if a supervisor ever died before its run's processes, they would be
@@ -25,7 +23,6 @@ from __future__ import annotations
 
 import array
 import contextlib
-import json
 import os
 import selectors
 import signal
@@ -33,7 +30,7 @@ import socket
 import sys
 import time
 
-from sandbox_mcp.sandbox import _libc, landlock
+from sandbox_mcp.sandbox import _libc
 from sandbox_mcp.sandbox.processes import children
 from sandbox_mcp.sandbox.spec import RunSpec
 from sandbox_mcp.sandbox.supervisor import RunFds, supervise
@@ -41,9 +38,6 @@ from sandbox_mcp.sandbox.supervisor import RunFds, supervise
 _FDS_PER_RUN = 6
 # What the server sends with the descriptors: a fixed marker, never run data.
 RUN_MESSAGE = b"run"
-# Sent once, first: the paths every run must not read (the run root, the server's secrets),
-# as JSON after the marker. Server settings, the same for every run.
-HIDE_MESSAGE = b"hide\n"
 
 
 class Launcher:
@@ -78,7 +72,7 @@ class Launcher:
         fds = array.array("i")
         try:
             data, ancillary, _flags, _addr = self.channel.recvmsg(
-                1 << 16, socket.CMSG_SPACE(_FDS_PER_RUN * fds.itemsize)
+                len(RUN_MESSAGE), socket.CMSG_SPACE(_FDS_PER_RUN * fds.itemsize)
             )
         except (ConnectionResetError, BrokenPipeError):
             data, ancillary = b"", []
@@ -88,9 +82,6 @@ class Launcher:
 
         if not data:
             self.stopping = True
-            return
-        if data.startswith(HIDE_MESSAGE) and not fds:
-            landlock.list_once(json.loads(data[len(HIDE_MESSAGE) :]))
             return
         if len(fds) != _FDS_PER_RUN:
             for fd in fds:

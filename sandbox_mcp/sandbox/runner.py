@@ -62,7 +62,7 @@ from sandbox_mcp.sandbox.languages import (
     get_language,
     probe_runtime,
 )
-from sandbox_mcp.sandbox.launcher import HIDE_MESSAGE, RUN_MESSAGE
+from sandbox_mcp.sandbox.launcher import RUN_MESSAGE
 from sandbox_mcp.sandbox.output import StreamCapture
 from sandbox_mcp.sandbox.posture import Posture
 from sandbox_mcp.sandbox.progress import RunProgress
@@ -359,11 +359,6 @@ class Sandbox:
             {"PATH": SNIPPET_PATH, "LANG": "C.UTF-8"},
         )
         self._template = self._start_template()
-        # Before any run: each launcher lists once what runs may read around these paths.
-        hidden = [str(self.settings.run_root), *self.hidden_paths]
-        for launcher in (self._launcher, self._template):
-            if launcher is not None:
-                launcher.hide(hidden)
         self._warm = self._warm_languages()
         for language_id in self._warm:
             self._refill_standby(language_id)
@@ -1406,10 +1401,6 @@ class _LauncherProcess:
     @property
     def pid(self) -> int:
         return self.process.pid
-
-    def hide(self, paths: list[str]) -> None:
-        """Tell the launcher the paths no run may read (see landlock.list_once)."""
-        self.channel.send(HIDE_MESSAGE + json.dumps(paths).encode())
 
     async def stop(self) -> None:
         """Close the channel: the launcher ends its runs, removes their workdirs and exits."""

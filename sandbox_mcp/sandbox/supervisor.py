@@ -640,10 +640,14 @@ def _measure(path: str) -> tuple[int, int]:
     total = 0
     seen = 0
     levels: list[tuple[tuple[int, int], list[str]]] = []
+    # A file with several names takes its blocks once: each (device, inode) linked so far.
+    linked: set[tuple[int, int]] = set()
     try:
         fd = os.open(path, _DIR_FLAGS)
     except FileNotFoundError:
         return 0, 0
+    except OSError:  # the workdir itself made unreadable (`chmod . 0`): it cannot be measured
+        return 0, _MAX_ENTRIES + 1
     try:
         while True:
             subdirs: list[str] = []
@@ -656,9 +660,13 @@ def _measure(path: str) -> tuple[int, int]:
                         info = entry.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue  # removed by the run meanwhile
-                    total += info.st_blocks * 512
                     if stat.S_ISDIR(info.st_mode):
                         subdirs.append(entry.name)
+                    elif info.st_nlink > 1:
+                        if (info.st_dev, info.st_ino) in linked:
+                            continue
+                        linked.add((info.st_dev, info.st_ino))
+                    total += info.st_blocks * 512
             here = os.fstat(fd)
             levels.append(((here.st_dev, here.st_ino), subdirs))
 

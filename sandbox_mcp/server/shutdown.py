@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from sandbox_mcp.sandbox.runner import Sandbox
+from sandbox_mcp.server import stdio
 
 logger = logging.getLogger(__name__)
 # Time for the answers of the runs that finished during the grace to be written out.
@@ -49,4 +50,5 @@ async def _stop_on_sigterm(sandbox: Sandbox) -> None:
     logger.info("stopped: every run ended and its workdir removed")
     logging.shutdown()
     sys.stderr.flush()
+    stdio.give_back_blocking()
     os._exit(0)

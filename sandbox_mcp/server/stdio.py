@@ -7,6 +7,9 @@ millisecond (profiled with cProfile over 500 warm calls: the writes alone averag
 Here the loop watches the two descriptors and reads and writes them without blocking, and the
 SDK's own message handling runs unchanged on top (its `stdio_server`, given these streams).
 
+Requests are lines ended by "\n", as MCP's stdio transport has them; the SDK's own reader also
+took a lone "\r" for an end of line, and this one does not.
+
 Only a pipe or a socket is served this way: a terminal or a regular file on stdin or stdout
 keeps the SDK's transport (the loop cannot watch a regular file, and a terminal's
 non-blocking mode would reach the shell that shares it).
@@ -55,6 +58,19 @@ def _watchable(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
+# The private duplicates of the wire while serving, for `give_back_blocking`.
+_serving: list[int] = []
+
+
+def give_back_blocking() -> None:
+    """Put the client's pipes back in blocking mode, which the process that shares them
+    (the client's shell, the next program reading the same stdin) expects. For an exit that
+    skips the transport's own clean-up (os._exit after SIGTERM)."""
+    for fd in _serving:
+        with contextlib.suppress(OSError):
+            os.set_blocking(fd, True)
+
+
 @contextlib.asynccontextmanager
 async def _wire() -> AsyncIterator[tuple[_Lines, _Answers]]:
     wire_in = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
@@ -65,13 +81,15 @@ async def _wire() -> AsyncIterator[tuple[_Lines, _Answers]]:
     os.dup2(2, 1)
     os.set_blocking(wire_in, False)
     os.set_blocking(wire_out, False)
+    _serving[:] = [wire_in, wire_out]
     try:
         yield _Lines(wire_in), _Answers(wire_out)
     finally:
         # The pipes' blocking mode is shared with whoever else holds them: give it back.
+        give_back_blocking()
+        _serving.clear()
         for private, fd in ((wire_in, 0), (wire_out, 1)):
             with contextlib.suppress(OSError):
-                os.set_blocking(private, True)
                 os.dup2(private, fd)
             os.close(private)
 

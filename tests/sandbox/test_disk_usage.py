@@ -83,3 +83,30 @@ def test_a_directory_the_walk_cannot_enter_counts_as_full(tmp_path: Path) -> Non
 
 def test_a_missing_workdir_is_empty(tmp_path: Path) -> None:
     assert _disk_usage(str(tmp_path / "gone")) == (0, 0)
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0, reason="root enters any directory; scripts/test runs this as uid 65534"
+)
+def test_a_workdir_made_unreadable_itself_counts_as_full(tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "big").write_bytes(b"q" * 100_000)
+    workdir.chmod(0)
+    try:
+        _used, entries = _disk_usage(str(workdir))
+    finally:
+        workdir.chmod(0o700)
+
+    assert entries > _MAX_ENTRIES
+
+
+def test_a_file_with_several_names_takes_its_blocks_once(tmp_path: Path) -> None:
+    (tmp_path / "data").write_bytes(os.urandom(1024 * 1024))
+    for index in range(10):
+        os.link(tmp_path / "data", tmp_path / f"name-{index}")
+
+    used, entries = _disk_usage(str(tmp_path))
+
+    assert entries == 11
+    assert 1024 * 1024 <= used < 2 * 1024 * 1024

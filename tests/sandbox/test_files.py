@@ -53,3 +53,15 @@ def test_a_missing_path_a_file_and_a_link_are_removed_or_ignored(tmp_path: Path)
     remove_tree(str(tmp_path / "link"))
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_top_directory_without_permissions_is_removed(tmp_path: Path) -> None:
+    # A run's `chmod . 0`: its owner may not even open it until the rights are back.
+    top = tmp_path / "workdir"
+    (top / "sub").mkdir(parents=True)
+    (top / "sub" / "file").write_text("x")
+    top.chmod(0)
+
+    remove_tree(str(top))
+
+    assert not top.exists()

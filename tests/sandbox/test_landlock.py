@@ -1,4 +1,4 @@
-"""Landlock's rules around hidden paths, listed once per launcher (landlock.list_once)."""
+"""Landlock's rules around the hidden paths (landlock.readable_around)."""
 
 from __future__ import annotations
 
@@ -40,39 +40,20 @@ def readable_after_restrict(workdir: Path, hidden: Path, paths: list[Path]) -> l
     return [flag == "1" for flag in answer]
 
 
-@pytest.fixture
-def layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    monkeypatch.setattr(landlock, "_listed", None)
-    hidden = tmp_path / "runs"
-    workdir = hidden / "mine"
-    workdir.mkdir(parents=True)
-    (hidden / "other").write_text("another run's")
-    (workdir / "own").write_text("own")
-    (tmp_path / "before").write_text("here before")
-    return hidden, workdir
-
-
-def test_what_was_listed_once_is_readable_and_what_came_after_is_not(
-    layout: tuple[Path, Path],
-) -> None:
-    hidden, workdir = layout
-    landlock.list_once([str(hidden) + "/"])  # the same path, written another way
-    (hidden.parent / "after").write_text("made later")
+def test_a_run_root_reached_through_a_link_stays_hidden(tmp_path: Path) -> None:
+    # As with SANDBOX_RUN_ROOT=/var/lock/x, /var/lock being a link to /run/lock.
+    real = tmp_path / "real" / "lock"
+    (real / "runs" / "mine").mkdir(parents=True)
+    (real / "runs" / "other").write_text("another run's")
+    (real / "beside").write_text("readable")
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "lock").symlink_to(real)
+    runs = tmp_path / "var" / "lock" / "runs"
 
     readable = readable_after_restrict(
-        workdir,
-        hidden,
-        [hidden.parent / "before", hidden.parent / "after", hidden / "other", workdir / "own"],
+        runs / "mine",
+        runs,
+        [real / "runs" / "other", runs / "other", real / "beside"],
     )
 
-    assert readable == [True, False, False, True]
-
-
-def test_other_hidden_paths_are_listed_at_the_run(layout: tuple[Path, Path]) -> None:
-    hidden, workdir = layout
-    landlock.list_once(["/nowhere/else"])
-    (hidden.parent / "after").write_text("made later")
-
-    readable = readable_after_restrict(workdir, hidden, [hidden.parent / "after", hidden / "other"])
-
-    assert readable == [True, False]
+    assert readable == [False, False, True]

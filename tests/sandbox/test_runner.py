@@ -413,6 +413,27 @@ async def test_a_workdir_thousands_of_levels_deep_is_removed(sandbox: Sandbox) -
     assert await gone(sandbox.settings.run_root / result.run_id)
 
 
+async def test_a_run_that_takes_its_workdirs_rights_away_is_stopped_and_removed(
+    run_root: Path,
+) -> None:
+    # The workdir itself made unreadable, then filled: measured as full, and removed after.
+    box = await start_sandbox(run_root, max_disk_bytes=4 * 1024 * 1024)
+    try:
+        code = (
+            "import os, time\nfiles = [open(f'f{i}', 'wb') for i in range(3)]\n"
+            "os.chmod('.', 0)\nfor handle in files:\n    handle.write(os.urandom(6 << 20))\n"
+            "    handle.flush()\ntime.sleep(5)\nprint('not stopped')"
+        )
+        result = await run(box, "python", code, timeout_seconds=8)
+        gone_after = await gone(box.settings.run_root / result.run_id)
+    finally:
+        await box.close()
+
+    assert result.limit == "disk", (result.limit, result.stderr)
+    assert "not stopped" not in result.stdout
+    assert gone_after
+
+
 # --- output ------------------------------------------------------------------------------------
 
 

@@ -185,10 +185,8 @@ async def cold() -> AsyncIterator[Sandbox]:
 
 async def java_on_standby(box: Sandbox) -> tuple[str, int]:
     """Wait for a Java run on standby; its run id and the pid of its JVM."""
-    for step in range(2400):
+    for _ in range(600):
         ready = [run.spec.run_id for run in box._standby.get("java", [])]
-        if step % 100 == 0:
-            print("DBG", step, box._java_bootstrap, ready, standby_jvms(box.settings.run_root), box.settings.run_root)
         jvms = standby_jvms(box.settings.run_root)
         if ready and ready[0] in jvms:
             return ready[0], jvms[ready[0]]

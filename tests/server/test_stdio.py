@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -32,7 +33,9 @@ def list_tools(request_id: int) -> bytes:
     return line({"jsonrpc": "2.0", "id": request_id, "method": "tools/list"})
 
 
-def start(run_root: Path, stdin: Any = subprocess.PIPE) -> subprocess.Popen[bytes]:
+def start(
+    run_root: Path, stdin: Any = subprocess.PIPE, stdout: Any = subprocess.PIPE
+) -> subprocess.Popen[bytes]:
     env = {
         "PATH": os.environ["PATH"],
         "HOME": "/tmp",
@@ -41,7 +44,7 @@ def start(run_root: Path, stdin: Any = subprocess.PIPE) -> subprocess.Popen[byte
         "SANDBOX_LOG_LEVEL": "warning",
     }
     return subprocess.Popen(
-        [server_command()], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        [server_command()], stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env
     )
 
 
@@ -124,3 +127,25 @@ def test_stdin_from_a_regular_file_falls_back_to_the_sdk_transport(run_root: Pat
 
     assert got[0]["result"]["serverInfo"]["name"]
     assert server.returncode == 0
+
+
+def test_the_clients_pipes_are_blocking_again_after_sigterm(run_root: Path) -> None:
+    # O_NONBLOCK belongs to the pipe, shared with whoever else holds it (the client's
+    # shell); the SIGTERM path leaves through os._exit, past the transport's clean-up.
+    requests_read, requests_write = os.pipe()
+    answers_read, answers_write = os.pipe()
+    server = start(run_root, stdin=requests_read, stdout=answers_write)
+    try:
+        os.write(requests_write, line(INITIALIZE) + line(INITIALIZED) + list_tools(1))
+        with os.fdopen(os.dup(answers_read), "rb") as answers_file:
+            got = {json.loads(answers_file.readline())["id"] for _ in range(2)}
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+        assert got == {0, 1}
+        assert server.returncode == 0
+        assert os.get_blocking(requests_read)
+        assert os.get_blocking(answers_write)
+    finally:
+        for fd in (requests_read, requests_write, answers_read, answers_write):
+            os.close(fd)
