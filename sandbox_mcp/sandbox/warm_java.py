@@ -66,7 +66,7 @@ from sandbox_mcp.sandbox.spec import BuildOutcome, RunSpec
 
 if TYPE_CHECKING:
     from sandbox_mcp.sandbox.languages import Language, MainFile
-    from sandbox_mcp.sandbox.supervisor import RunFds, _Watch
+    from sandbox_mcp.sandbox.supervisor import RunFds, _Step, _Watch
 
 BOOTSTRAP_CLASS = "sandboxmcp.standby.JavaStandby"
 _SOURCE = Path(__file__).with_name("java_standby") / "sandboxmcp" / "standby" / "JavaStandby.java"
@@ -244,7 +244,7 @@ def _send_go(go: int, spec: RunSpec) -> None:
         os.close(go)
 
 
-def _take_report(spec: RunSpec, report: int, step: object, watch: _Watch) -> None:
+def _take_report(spec: RunSpec, report: int, step: _Step, watch: _Watch) -> None:
     """Turn the JVM's build report into the run's build outcome; a build that failed, or
     never reported, leaves the program as never started."""
     os.set_blocking(report, False)
@@ -257,8 +257,8 @@ def _take_report(spec: RunSpec, report: int, step: object, watch: _Watch) -> Non
     if len(fields) != 9:
         # Killed or dead before its build was done: the build is what ended.
         exit_code = None
-        if step.status is not None and os.WIFEXITED(step.status):  # type: ignore[attr-defined]
-            exit_code = os.WEXITSTATUS(step.status)  # type: ignore[attr-defined]
+        if step.status is not None and os.WIFEXITED(step.status):
+            exit_code = os.WEXITSTATUS(step.status)
         watch.build = BuildOutcome(
             exit_code=exit_code,
             signal=None if exit_code is not None else "SIGKILL",
@@ -266,7 +266,7 @@ def _take_report(spec: RunSpec, report: int, step: object, watch: _Watch) -> Non
             stderr="",
             stdout_bytes=0,
             stderr_bytes=0,
-            duration_ms=round(step.duration_ms, 3),  # type: ignore[attr-defined]
+            duration_ms=round(step.duration_ms, 3),
         )
         watch.program = None
         return
@@ -290,7 +290,7 @@ def _take_report(spec: RunSpec, report: int, step: object, watch: _Watch) -> Non
     if status != 0 or over:
         watch.program = None
     else:
-        step.started += micros / 1_000_000  # type: ignore[attr-defined]
+        step.started += micros / 1_000_000
 
 
 def _captured(
