@@ -387,10 +387,6 @@ class Sandbox:
         """Stop the launcher; it ends every run still going and removes its workdir."""
         if not self._prepared:
             return
-        if self._java_preparing is not None:
-            self._java_preparing.cancel()
-            await asyncio.gather(self._java_preparing, return_exceptions=True)
-            self._java_preparing = None
         if self._probing is not None:
             self._probing.cancel()
             self._probing = None
@@ -399,6 +395,16 @@ class Sandbox:
             # runs in a thread); left to each probe, their directories piled up in /tmp.
             shutil.rmtree(self._probe_home, ignore_errors=True)
             self._probe_home = None
+        if self._java_preparing is not None:
+            # Cancelled before it runs again: it never starts compiling once the probes end.
+            self._java_preparing.cancel()
+            await asyncio.gather(self._java_preparing, return_exceptions=True)
+            self._java_preparing = None
+        if self._java_bootstrap is not None:
+            # Early, as the probes' HOME: a server stopped by its client may not get to the end.
+            # No run is in flight by now (drain); JVMs on standby are ended below.
+            warm_java.remove_bootstrap(self._java_bootstrap)
+            self._java_bootstrap = None
         await self.sessions.close()
         for task in list(self._standing_up):
             task.cancel()
@@ -410,9 +416,6 @@ class Sandbox:
                 await launcher.stop()
         self._launcher = self._template = None
         await asyncio.gather(*self._finishing, return_exceptions=True)
-        if self._java_bootstrap is not None:
-            warm_java.remove_bootstrap(self._java_bootstrap)
-            self._java_bootstrap = None
         if self._pool is not None:
             self._pool.release_claim()
         # An empty run root is this server's alone; one that still holds something is not.
