@@ -41,6 +41,9 @@ Where a warm Java run differs from a cold one:
   keeps a shorter head and tail than SANDBOX_OUTPUT_BYTES asks for.
 - The JVM's CPU time and peak memory while warming are not the run's: the CPU limit is
   raised by what the warming used, and the reported CPU time and peak memory leave it out.
+- A call that takes a run whose JVM died on standby runs cold: the supervisor ends when its
+  JVM does, and the server's go then finds it gone (`Sandbox._go`). A call that finds its
+  JVM still warming waits for the round in progress, then for none of the rest.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ import json
 import math
 import os
 import resource
+import select
 import shutil
 import socket
 import subprocess  # nosec B404 # javac on the project's own bootstrap source, no shell
@@ -175,7 +179,7 @@ def stand_by_then_run(spec: RunSpec, fds: RunFds, control: socket.socket, watch:
 
     try:
         # 2. The go: the code into the workdir, stdin into the JVM's, the rest down the pipe.
-        received = supervisor._receive_go(control)
+        received = _go_unless_dead(control, step.pid)
         if received is None:
             watch.limit = "cancelled"
             return spec
@@ -211,6 +215,27 @@ def stand_by_then_run(spec: RunSpec, fds: RunFds, control: socket.socket, watch:
     finally:
         supervisor._close_quietly(go_write, report_read)
     return spec
+
+
+def _go_unless_dead(control: socket.socket, pid: int) -> tuple[dict, int, int] | None:
+    """The go, as `supervisor._receive_go` gives it; None as it gives it, and also when the JVM
+    died while it waited. This supervisor then ends, and the server's go finds it gone and
+    runs its call cold (`Sandbox._go`)."""
+    from sandbox_mcp.sandbox import supervisor
+
+    pidfd = os.pidfd_open(pid)
+    try:
+        while not supervisor._stop.requested:
+            waiting = [control, pidfd, supervisor._stop.wakeup]
+            readable, _, _ = select.select(waiting, [], [])
+            if control in readable:
+                break
+            if pidfd in readable:
+                return None
+            supervisor._drain(supervisor._stop.wakeup)
+    finally:
+        os.close(pidfd)
+    return supervisor._receive_go(control)
 
 
 def _fill_and_seal(source: int, target: int) -> None:

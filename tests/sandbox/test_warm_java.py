@@ -6,6 +6,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -390,3 +391,20 @@ async def test_a_server_closed_while_its_bootstrap_compiles_leaves_nothing(
     await box.close()
 
     assert bootstrap_dirs() <= before
+
+
+async def test_a_call_whose_jvm_died_on_standby_runs_cold(warm: Sandbox) -> None:
+    run_id, jvm = await java_on_standby(warm)
+    os.kill(jvm, signal.SIGKILL)
+    workdir = warm.settings.run_root / run_id
+    for _ in range(200):  # its supervisor ends, and removes the workdir
+        if not workdir.exists():
+            break
+        await asyncio.sleep(0.05)
+
+    result = await warm.run(CASES["args"])
+
+    assert result.run_id != run_id
+    assert result.stdout == "hello, one|two words|ünï|\nno newline at the end"
+    assert result.stderr == ""
+    assert result.exit_code == 0
