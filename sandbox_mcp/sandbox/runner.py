@@ -1306,9 +1306,19 @@ def _lock_beside(root: Path) -> int:
 
 
 def _java_standby_runs(settings: Settings) -> int:
-    """How many Java runs to keep on standby: SANDBOX_WARM_JAVA, unless warm runs are off or
-    the memory budget could not hold the JVMs and one Java run besides."""
+    """How many Java runs to keep on standby: SANDBOX_WARM_JAVA, unless warm runs are off, the
+    memory budget could not hold the JVMs and one Java run besides, or a run's memory limit
+    is so small that a warm compiler's share of it would make programs fail that run cold."""
     runs = settings.warm_java if settings.warm != "off" else 0
+    if runs and settings.memory_mb < 2 * warm_java.STANDBY_MEMORY_MB:
+        logger.warning(
+            "warm Java runs are off: a JVM with its compiler warm takes some %d MB of a run's "
+            "%d MB (SANDBOX_MEMORY_MB); they need at least %d MB",
+            warm_java.STANDBY_MEMORY_MB,
+            settings.memory_mb,
+            2 * warm_java.STANDBY_MEMORY_MB,
+        )
+        return 0
     if runs and settings.memory_budget_mb - runs * warm_java.STANDBY_MEMORY_MB < settings.memory_mb:
         logger.warning(
             "warm Java runs are off: a memory budget of %d MB cannot hold %d JVMs on standby "

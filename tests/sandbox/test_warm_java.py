@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sandbox_mcp.sandbox import warm_java
-from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox
+from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox, _java_standby_runs
 from sandbox_mcp.sandbox.workspace import InputFile
 from tests.sandbox.test_runner import BASE
 from tests.support import uid_base
@@ -408,3 +408,19 @@ async def test_a_call_whose_jvm_died_on_standby_runs_cold(warm: Sandbox) -> None
     assert result.stdout == "hello, one|two words|ünï|\nno newline at the end"
     assert result.stderr == ""
     assert result.exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "runs"),
+    [
+        ({}, 1),
+        ({"warm_java": 2}, 2),
+        ({"warm_java": 0}, 0),
+        ({"warm": "off"}, 0),
+        ({"memory_mb": 256}, 0),
+        ({"memory_budget_mb": 600}, 0),
+    ],
+)
+def test_how_many_java_runs_wait_on_standby(changes: dict[str, object], runs: int) -> None:
+    settings = replace(WARM, **{"memory_budget_mb": 4096, **changes})
+    assert _java_standby_runs(settings) == runs
