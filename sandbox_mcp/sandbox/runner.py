@@ -398,10 +398,6 @@ class Sandbox:
         """Stop the launcher; it ends every run still going and removes its workdir."""
         if not self._prepared:
             return
-        if self._java_preparing is not None:
-            self._java_preparing.cancel()
-            await asyncio.gather(self._java_preparing, return_exceptions=True)
-            self._java_preparing = None
         if self._probing is not None:
             self._probing.cancel()
             self._probing = None
@@ -410,6 +406,16 @@ class Sandbox:
             # runs in a thread); left to each probe, their directories piled up in /tmp.
             shutil.rmtree(self._probe_home, ignore_errors=True)
             self._probe_home = None
+        if self._java_preparing is not None:
+            # Cancelled before it runs again: it never starts compiling once the probes end.
+            self._java_preparing.cancel()
+            await asyncio.gather(self._java_preparing, return_exceptions=True)
+            self._java_preparing = None
+        if self._java_bootstrap is not None:
+            # Early, as the probes' HOME: a server stopped by its client may not get to the end.
+            # No run is in flight by now (drain); JVMs on standby are ended below.
+            warm_java.remove_bootstrap(self._java_bootstrap)
+            self._java_bootstrap = None
         await self.sessions.close()
         starting = [task for tasks in self._standing_up.values() for task in tasks]
         for task in starting:
@@ -424,9 +430,6 @@ class Sandbox:
                 await launcher.stop()
         self._launcher = self._template = None
         await asyncio.gather(*self._finishing, return_exceptions=True)
-        if self._java_bootstrap is not None:
-            warm_java.remove_bootstrap(self._java_bootstrap)
-            self._java_bootstrap = None
         if self._pool is not None:
             self._pool.release_claim()
         # An empty run root is this server's alone; one that still holds something is not.
@@ -1341,9 +1344,19 @@ def _lock_beside(root: Path) -> int:
 
 
 def _java_standby_runs(settings: Settings) -> int:
-    """How many Java runs to keep on standby: SANDBOX_WARM_JAVA, unless warm runs are off or
-    the memory budget could not hold the JVMs and one Java run besides."""
+    """How many Java runs to keep on standby: SANDBOX_WARM_JAVA, unless warm runs are off, the
+    memory budget could not hold the JVMs and one Java run besides, or a run's memory limit
+    is so small that a warm compiler's share of it would make programs fail that run cold."""
     runs = settings.warm_java if settings.warm != "off" else 0
+    if runs and settings.memory_mb < 2 * warm_java.STANDBY_MEMORY_MB:
+        logger.warning(
+            "warm Java runs are off: a JVM with its compiler warm takes some %d MB of a run's "
+            "%d MB (SANDBOX_MEMORY_MB); they need at least %d MB",
+            warm_java.STANDBY_MEMORY_MB,
+            settings.memory_mb,
+            2 * warm_java.STANDBY_MEMORY_MB,
+        )
+        return 0
     if runs and settings.memory_budget_mb - runs * warm_java.STANDBY_MEMORY_MB < settings.memory_mb:
         logger.warning(
             "warm Java runs are off: a memory budget of %d MB cannot hold %d JVMs on standby "

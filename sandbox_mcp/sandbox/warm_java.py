@@ -41,6 +41,9 @@ Where a warm Java run differs from a cold one:
   keeps a shorter head and tail than SANDBOX_OUTPUT_BYTES asks for.
 - The JVM's CPU time and peak memory while warming are not the run's: the CPU limit is
   raised by what the warming used, and the reported CPU time and peak memory leave it out.
+- A call that takes a run whose JVM died on standby runs cold: the supervisor ends when its
+  JVM does, and the server's go then finds it gone (`Sandbox._go`). A call that finds its
+  JVM still warming waits for the round in progress, then for none of the rest.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ import json
 import math
 import os
 import resource
+import select
 import shutil
 import socket
 import subprocess  # nosec B404 # javac on the project's own bootstrap source, no shell
@@ -66,7 +70,7 @@ from sandbox_mcp.sandbox.spec import BuildOutcome, RunSpec
 
 if TYPE_CHECKING:
     from sandbox_mcp.sandbox.languages import Language, MainFile
-    from sandbox_mcp.sandbox.supervisor import RunFds, _Watch
+    from sandbox_mcp.sandbox.supervisor import RunFds, _Step, _Watch
 
 BOOTSTRAP_CLASS = "sandboxmcp.standby.JavaStandby"
 _SOURCE = Path(__file__).with_name("java_standby") / "sandboxmcp" / "standby" / "JavaStandby.java"
@@ -175,7 +179,7 @@ def stand_by_then_run(spec: RunSpec, fds: RunFds, control: socket.socket, watch:
 
     try:
         # 2. The go: the code into the workdir, stdin into the JVM's, the rest down the pipe.
-        received = supervisor._receive_go(control)
+        received = _go_unless_dead(control, step.pid)
         if received is None:
             watch.limit = "cancelled"
             return spec
@@ -213,6 +217,27 @@ def stand_by_then_run(spec: RunSpec, fds: RunFds, control: socket.socket, watch:
     return spec
 
 
+def _go_unless_dead(control: socket.socket, pid: int) -> tuple[dict, int, int] | None:
+    """The go, as `supervisor._receive_go` gives it; None as it gives it, and also when the JVM
+    died while it waited. This supervisor then ends, and the server's go finds it gone and
+    runs its call cold (`Sandbox._go`)."""
+    from sandbox_mcp.sandbox import supervisor
+
+    pidfd = os.pidfd_open(pid)
+    try:
+        while not supervisor._stop.requested:
+            waiting = [control, pidfd, supervisor._stop.wakeup]
+            readable, _, _ = select.select(waiting, [], [])
+            if control in readable:
+                break
+            if pidfd in readable:
+                return None
+            supervisor._drain(supervisor._stop.wakeup)
+    finally:
+        os.close(pidfd)
+    return supervisor._receive_go(control)
+
+
 def _fill_and_seal(source: int, target: int) -> None:
     """Copy the run's stdin into the JVM's memory file, and seal it as the server seals its
     own: the JVM's descriptor shares the file's offset, which stays at 0."""
@@ -244,7 +269,7 @@ def _send_go(go: int, spec: RunSpec) -> None:
         os.close(go)
 
 
-def _take_report(spec: RunSpec, report: int, step: object, watch: _Watch) -> None:
+def _take_report(spec: RunSpec, report: int, step: _Step, watch: _Watch) -> None:
     """Turn the JVM's build report into the run's build outcome; a build that failed, or
     never reported, leaves the program as never started."""
     os.set_blocking(report, False)
@@ -257,8 +282,8 @@ def _take_report(spec: RunSpec, report: int, step: object, watch: _Watch) -> Non
     if len(fields) != 9:
         # Killed or dead before its build was done: the build is what ended.
         exit_code = None
-        if step.status is not None and os.WIFEXITED(step.status):  # type: ignore[attr-defined]
-            exit_code = os.WEXITSTATUS(step.status)  # type: ignore[attr-defined]
+        if step.status is not None and os.WIFEXITED(step.status):
+            exit_code = os.WEXITSTATUS(step.status)
         watch.build = BuildOutcome(
             exit_code=exit_code,
             signal=None if exit_code is not None else "SIGKILL",
@@ -266,7 +291,7 @@ def _take_report(spec: RunSpec, report: int, step: object, watch: _Watch) -> Non
             stderr="",
             stdout_bytes=0,
             stderr_bytes=0,
-            duration_ms=round(step.duration_ms, 3),  # type: ignore[attr-defined]
+            duration_ms=round(step.duration_ms, 3),
         )
         watch.program = None
         return
@@ -290,7 +315,7 @@ def _take_report(spec: RunSpec, report: int, step: object, watch: _Watch) -> Non
     if status != 0 or over:
         watch.program = None
     else:
-        step.started += micros / 1_000_000  # type: ignore[attr-defined]
+        step.started += micros / 1_000_000
 
 
 def _captured(

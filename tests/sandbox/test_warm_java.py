@@ -6,6 +6,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sandbox_mcp.sandbox import warm_java
-from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox
+from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox, _java_standby_runs
 from sandbox_mcp.sandbox.workspace import InputFile
 from tests.sandbox.test_runner import BASE
 from tests.support import uid_base
@@ -390,3 +391,36 @@ async def test_a_server_closed_while_its_bootstrap_compiles_leaves_nothing(
     await box.close()
 
     assert bootstrap_dirs() <= before
+
+
+async def test_a_call_whose_jvm_died_on_standby_runs_cold(warm: Sandbox) -> None:
+    run_id, jvm = await java_on_standby(warm)
+    os.kill(jvm, signal.SIGKILL)
+    workdir = warm.settings.run_root / run_id
+    for _ in range(200):  # its supervisor ends, and removes the workdir
+        if not workdir.exists():
+            break
+        await asyncio.sleep(0.05)
+
+    result = await warm.run(CASES["args"])
+
+    assert result.run_id != run_id
+    assert result.stdout == "hello, one|two words|ünï|\nno newline at the end"
+    assert result.stderr == ""
+    assert result.exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "runs"),
+    [
+        ({}, 1),
+        ({"warm_java": 2}, 2),
+        ({"warm_java": 0}, 0),
+        ({"warm": "off"}, 0),
+        ({"memory_mb": 256}, 0),
+        ({"memory_budget_mb": 600}, 0),
+    ],
+)
+def test_how_many_java_runs_wait_on_standby(changes: dict[str, object], runs: int) -> None:
+    settings = replace(WARM, **{"memory_budget_mb": 4096, **changes})
+    assert _java_standby_runs(settings) == runs
