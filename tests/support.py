@@ -65,3 +65,17 @@ NOBODY = (
     "--no-new-privs",
     "--",
 )
+
+
+def initialize_request(request_id: int) -> dict[str, object]:
+    """A raw JSON-RPC `initialize` request, for tests that speak to the server without the SDK."""
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"},
+        },
+    }

@@ -32,19 +32,10 @@ from tests.http_server import (
     remove_run_root,
     running_server,
 )
-from tests.support import server_command
+from tests.support import initialize_request, server_command
 
 TOKEN = secrets.token_hex(24)
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "test", "version": "0"},
-    },
-}
+INITIALIZE = initialize_request(1)
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 

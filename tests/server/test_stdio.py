@@ -10,18 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support import server_command, uid_base
+from tests.support import initialize_request, server_command, uid_base
 
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 0,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    },
-}
+INITIALIZE = initialize_request(0)
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 
 
