@@ -97,7 +97,7 @@ def compile_bootstrap(javac: str) -> str:
     """
     directory = tempfile.mkdtemp(prefix="sandbox-mcp-java-standby-")
     try:
-        os.chmod(directory, 0o755)  # noqa: S103 - the runs' uids read the class files
+        os.chmod(directory, 0o755)  # noqa: S103  # nosec B103 # the runs' uids read the classes
         subprocess.run(  # nosec B603 # fixed argv, the project's own source
             [javac, "-encoding", "UTF-8", "-d", directory, str(_SOURCE)],
             check=True,
@@ -107,7 +107,7 @@ def compile_bootstrap(javac: str) -> str:
         )
         for parent, dirs, names in os.walk(directory):
             for name in dirs:
-                os.chmod(os.path.join(parent, name), 0o755)  # noqa: S103
+                os.chmod(os.path.join(parent, name), 0o755)  # noqa: S103  # nosec B103
             for name in names:
                 os.chmod(os.path.join(parent, name), 0o644)
     except BaseException:
