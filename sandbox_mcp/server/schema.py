@@ -236,6 +236,7 @@ class ServerInfo(BaseModel):
         "own; their workdirs are not counted in workdirs_present.",
     )
     warm_languages: list[str] = Field(
-        description="Languages whose runs are started ahead of their calls (SANDBOX_WARM)."
+        description="Languages whose runs are started ahead of their calls (SANDBOX_WARM); "
+        "Java's are SANDBOX_WARM_JAVA's, once the server has compiled its bootstrap."
     )
     notes: list[str] = Field(description="Where this posture is weaker than the full one.")
