@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
+from sandbox_mcp.sandbox.runner import STANDBY_RUNS
 from tests.support import server_params
 
 pytestmark = pytest.mark.anyio
@@ -31,13 +32,16 @@ async def test_a_java_call_takes_the_warm_jvm_and_answers_as_a_cold_run() -> Non
     params = server_params(run_root, *logging, SERVER_LOG=str(log))
     try:
         async with Client(params) as client:
-            for _ in range(600):  # two Python runs and one Java run on standby
+            # Two runs on standby for each warm language of SANDBOX_WARM, and one Java run
+            # once the server has compiled the JVM's bootstrap (after the version probes).
+            for _ in range(1200):
                 info = (await client.call_tool("server_info", {})).structured_content or {}
-                if info.get("runs_on_standby", 0) >= 3:
+                due = STANDBY_RUNS * len(info.get("warm_languages", [])) + 1
+                if info.get("runs_on_standby", 0) >= due:
                     break
                 await asyncio.sleep(0.05)
             else:
-                raise AssertionError(f"no Java run on standby within 30 s: {log.read_text()}")
+                raise AssertionError(f"no Java run on standby within 60 s: {log.read_text()}")
             answer = await client.call_tool(
                 "execute_code",
                 {"language": "java", "code": HELLO, "args": ["a", "b"], "stdin": "A"},
