@@ -104,10 +104,12 @@ def test_answers_wait_for_a_client_that_reads_late(run_root: Path) -> None:
     assert all("tools" in got[index]["result"] for index in range(1, 61))
 
 
-def test_stdin_from_a_regular_file_falls_back_to_the_sdk_transport(run_root: Path) -> None:
+def test_stdin_from_a_regular_file_falls_back_to_the_sdk_transport(
+    run_root: Path, tmp_path: Path
+) -> None:
     # The loop cannot watch a regular file (epoll refuses it). At the file's end the SDK
     # stops serving and drops the requests still in flight, so only the first is asked for.
-    requests = run_root.parent / "requests.jsonl"
+    requests = tmp_path / "requests.jsonl"
     requests.write_bytes(line(INITIALIZE))
     with requests.open("rb") as handle:
         server = start(run_root, stdin=handle)
