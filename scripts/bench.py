@@ -1282,7 +1282,8 @@ def render(plan: Plan, results: Results, found: list[str]) -> str:
         "client over stdio",
         f"run roots and the floor's directory on {results.filesystem}",
         "(warm): the default server, whose Python runs fork a template interpreter started "
-        "in advance and whose JavaScript runs are nodes started before their calls;",
+        "in advance, whose JavaScript runs are nodes started before their calls, and whose "
+        "Java runs are JVMs started before their calls with their compiler warm;",
         "(cold): a second server with SANDBOX_WARM=off, a fresh runtime per run; "
         "other languages: the default server",
         "",
