@@ -1,5 +1,6 @@
-"""The sandbox's files on disk: removing a workdir whatever a snippet made of it, and the
-lock files that say which server owns a run root or a uid."""
+"""The sandbox's files: removing a workdir whatever a snippet made of it, the lock files that
+say which server owns a run root or a uid, and the sealed memory file a run reads its stdin
+from."""
 
 from __future__ import annotations
 
@@ -8,6 +9,40 @@ import errno
 import fcntl
 import os
 import stat
+
+# How a run's stdin is sealed: the snippet reads exactly what the caller sent, and cannot
+# change or grow it.
+STDIN_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+
+
+def copy_range(out: int, source: int, offset: int, end: int) -> None:
+    """Copy bytes `offset` to `end` of `source` to where `out` stands, in the kernel."""
+    while offset < end:
+        sent = os.sendfile(out, source, offset, end - offset)
+        if sent == 0:  # `source` is shorter than it said
+            return
+        offset += sent
+
+
+def memory_stdin() -> int:
+    """An empty memory file for a run's stdin, to fill (`fill_stdin`) and seal later."""
+    return os.memfd_create("stdin", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+
+
+def fill_stdin(target: int, source: int) -> None:
+    """Copy `source` whole into the empty memory file `target` and seal it as a run's stdin.
+
+    A run on standby already holds `target` as its descriptor 0, and shares its offset: the
+    copy writes at explicit offsets, so that the run still reads from the start.
+    """
+    offset = 0
+    while chunk := os.pread(source, 1 << 20, offset):
+        view = memoryview(chunk)
+        while view:
+            written = os.pwrite(target, view, offset)
+            offset += written
+            view = view[written:]
+    fcntl.fcntl(target, fcntl.F_ADD_SEALS, STDIN_SEALS)
 
 
 def remove_tree(path: str) -> None:

@@ -1448,8 +1448,7 @@ def _sealed_memfd(name: str, data: bytes) -> int:
         written = os.write(fd, view)
         view = view[written:]
     os.lseek(fd, 0, os.SEEK_SET)
-    # Sealed: the snippet reads exactly what the caller sent, and cannot grow it.
-    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, files.STDIN_SEALS)
     return fd
 
 
@@ -1474,7 +1473,12 @@ def _limit_from_build(language: Language, build: BuildOutcome) -> str | None:
 def _limit_from_output(
     language: Language, outcome: RunOutcome, stderr_text: str, limits: Limits
 ) -> str | None:
-    # Only a run that failed can have failed because of a limit.
+    # A shell whose forks failed goes on and may exit 0 (a fork bomb's does): with its
+    # processes seen near the limit and the refusals on stderr, the limit was hit.
+    forks_refused = re.search(_FAILURE_PATTERNS[0][1], stderr_text) is not None
+    if forks_refused and outcome.peak_processes >= 0.9 * limits.max_processes:
+        return "processes"
+    # Otherwise only a run that failed can have failed because of a limit.
     if outcome.exit_code == 0:
         return None
     if language.is_out_of_memory(stderr_text):

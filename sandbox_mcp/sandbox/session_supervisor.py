@@ -47,7 +47,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox_mcp.sandbox import _libc, processes, session_drivers, workspace
+from sandbox_mcp.sandbox import _libc, files, processes, session_drivers, workspace
 from sandbox_mcp.sandbox.spec import RunOutcome, RunSpec
 from sandbox_mcp.sandbox.supervisor import (
     _MAX_ENTRIES,
@@ -462,13 +462,7 @@ def _write_stdin(workdir: str, stdin: int) -> None:
     finally:
         os.close(directory)
     try:
-        size = os.fstat(stdin).st_size
-        offset = 0
-        while offset < size:
-            sent = os.sendfile(out, stdin, offset, size - offset)
-            if sent == 0:
-                break
-            offset += sent
+        files.copy_range(out, stdin, 0, os.fstat(stdin).st_size)
     finally:
         os.close(out)
 

@@ -204,7 +204,7 @@ def _stand_by_then_run(
     node = not spec.warm
     waiting, handle = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     # Node's stdin is filled at the go; Python's arrives with it.
-    stdin = warm_node.empty_stdin() if node else fds.stdin
+    stdin = files.memory_stdin() if node else fds.stdin
     step = watch.program = _Step()
     watch.steps.append(step)
     try:
@@ -232,7 +232,7 @@ def _stand_by_then_run(
             _write_main(spec, payload)
             watch.before = workspace.snapshot(spec.workdir)
             if node:
-                warm_node.fill_stdin(stdin, call_stdin)
+                files.fill_stdin(stdin, call_stdin)
                 program = warm_node.program_argv(standby_argv, spec.argv)
             # The program starts as the go leaves: a busy machine may run it to its end before
             # this process looks at the clock again.

@@ -64,7 +64,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sandbox_mcp.sandbox import workspace
+from sandbox_mcp.sandbox import files, workspace
 from sandbox_mcp.sandbox.output import CapturedText, StreamCapture
 from sandbox_mcp.sandbox.spec import BuildOutcome, RunSpec
 
@@ -150,7 +150,7 @@ def stand_by_then_run(spec: RunSpec, fds: RunFds, control: socket.socket, watch:
 
     # 1. The JVM's descriptors (module docstring), then the JVM itself, confined as a cold
     #    run's but with room in its CPU limit for the warming.
-    stdin = os.memfd_create("stdin", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    stdin = files.memory_stdin()
     go_read, go_write = os.pipe2(os.O_CLOEXEC)
     report_read, report_write = os.pipe2(os.O_CLOEXEC)
     for fd in (go_write, report_write):
@@ -194,7 +194,7 @@ def stand_by_then_run(spec: RunSpec, fds: RunFds, control: socket.socket, watch:
         try:
             supervisor._write_main(spec, payload)
             watch.before = workspace.snapshot(spec.workdir)
-            _fill_and_seal(run_stdin, stdin)
+            files.fill_stdin(stdin, run_stdin)
         finally:
             supervisor._close_quietly(run_stdin, payload, stdin)
         warming_cpu = _cpu_seconds(step.pid)
@@ -236,20 +236,6 @@ def _go_unless_dead(control: socket.socket, pid: int) -> tuple[dict, int, int] |
     finally:
         os.close(pidfd)
     return supervisor._receive_go(control)
-
-
-def _fill_and_seal(source: int, target: int) -> None:
-    """Copy the run's stdin into the JVM's memory file, and seal it as the server seals its
-    own: the JVM's descriptor shares the file's offset, which stays at 0."""
-    size = os.fstat(source).st_size
-    done = 0
-    while done < size:
-        chunk = os.pread(source, min(1 << 20, size - done), done)
-        if not chunk:
-            break
-        done += os.pwrite(target, chunk, done)
-    seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
-    fcntl.fcntl(target, fcntl.F_ADD_SEALS, seals)
 
 
 def _send_go(go: int, spec: RunSpec) -> None:

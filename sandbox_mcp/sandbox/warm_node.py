@@ -41,7 +41,6 @@ Where a warm run differs from a cold one:
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from pathlib import Path
@@ -82,25 +81,6 @@ def exec_when_told(argv: list[str], env: dict[str, str], channel: int, max_fds: 
     else:
         os.set_inheritable(channel, True)
     os.execve(argv[0], [*argv, str(channel)], env)  # nosec B606 # the language's own node
-
-
-def empty_stdin() -> int:
-    """The memory file that will be the run's stdin, empty until the go (`fill_stdin`)."""
-    return os.memfd_create("stdin", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-
-
-def fill_stdin(stdin: int, source: int) -> None:
-    """Copy the call's stdin (the server's sealed memory file) into the run's, and seal it as
-    the server seals a cold run's. The offset the run reads from stays at 0."""
-    offset = 0
-    while chunk := os.pread(source, 1 << 20, offset):
-        view = memoryview(chunk)
-        while view:
-            written = os.pwrite(stdin, view, offset)
-            offset += written
-            view = view[written:]
-    seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
-    fcntl.fcntl(stdin, fcntl.F_ADD_SEALS, seals)
 
 
 def is_ready(message: bytes) -> bool:

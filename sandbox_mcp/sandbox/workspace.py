@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from sandbox_mcp.errors import InvalidPath, InvalidRequest
+from sandbox_mcp.sandbox import files
 
 PAYLOAD_MAGIC = b"SBXPAYLOAD1\n"
 
@@ -338,12 +339,7 @@ def _write_file(
         if not stat.S_ISREG(os.fstat(out).st_mode):
             raise OSError(f"{name} exists and is not a regular file")
         os.ftruncate(out, 0)
-        end = offset + size
-        while offset < end:
-            sent = os.sendfile(out, payload, offset, end - offset)
-            if sent == 0:
-                break
-            offset += sent
+        files.copy_range(out, payload, offset, offset + size)
     finally:
         os.close(out)
 
