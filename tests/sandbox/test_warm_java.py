@@ -186,13 +186,15 @@ async def cold() -> AsyncIterator[Sandbox]:
 
 async def java_on_standby(box: Sandbox) -> tuple[str, int]:
     """Wait for a Java run on standby; its run id and the pid of its JVM."""
-    for _ in range(600):
+    # Generous: the next JVM starts and warms its compiler (seconds of CPU) while the rest of
+    # the suite loads the two cores.
+    for _ in range(1800):
         ready = [run.spec.run_id for run in box._standby.get("java", [])]
         jvms = standby_jvms(box.settings.run_root)
         if ready and ready[0] in jvms:
             return ready[0], jvms[ready[0]]
         await asyncio.sleep(0.05)
-    raise AssertionError("no Java run came on standby within 30 s")
+    raise AssertionError("no Java run came on standby within 90 s")
 
 
 def standby_jvms(run_root: Path) -> dict[str, int]:
