@@ -22,6 +22,7 @@ MIB = 1024 * 1024
 # In a /tmp that other users share, one of them could make this directory first: the server
 # refuses a run root that is not its own (sandbox/runner.py).
 DEFAULT_RUN_ROOT = Path("/tmp/sandbox-mcp")  # nosec B108
+DEFAULT_UID_BASE = 61000
 
 
 @dataclass(frozen=True)
@@ -402,7 +403,7 @@ class Settings:
     max_output_bytes: int = 16 * MIB
     run_root: Path = DEFAULT_RUN_ROOT
     identity: str = "auto"
-    uid_base: int = 61000
+    uid_base: int = DEFAULT_UID_BASE
     uid_count: int = 64
     # 0 is "auto" for these three: __post_init__ measures the machine (capacity.py) once; a
     # copy made with dataclasses.replace keeps the measured values (and 16 x the old slots).

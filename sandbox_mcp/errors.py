@@ -56,6 +56,10 @@ class ConfigurationError(SandboxError):
     """The server's settings are invalid or unsafe; it refuses to start."""
 
 
+class UidPoolTaken(ConfigurationError):
+    """Another sandbox-mcp on this machine holds a uid of the pool's range."""
+
+
 class LauncherError(SandboxError):
     """The launcher process failed or died; the run could not be started."""
 

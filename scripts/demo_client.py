@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio
 from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPError
 
 SERVER = Path(sys.executable).parent / "sandbox-mcp"
 
@@ -137,6 +138,16 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 
 
 async def main(options: argparse.Namespace) -> int:
+    failed = 1
+    try:
+        failed = await demo(options)
+    except* MCPError:
+        # The server's own stderr, printed above, says why it ended; a traceback would bury it.
+        print("demo FAILED: the server closed the connection; its log above says why")
+    return failed
+
+
+async def demo(options: argparse.Namespace) -> int:
     failures = 0
     command = options.command or [str(SERVER)]
     # The client passes a server only a few variables of its own (HOME, PATH, ...): hand on
@@ -192,6 +203,8 @@ async def main(options: argparse.Namespace) -> int:
             failures += await steps_in_a_session(client)
 
         for title, arguments, limit in LIMITS:
+            if arguments["language"] not in chosen:
+                continue
             print(f"# {title}")
             result = await client.call_tool("execute_code", arguments)
             failures += show(result, lambda content, want=limit: content["limit"] == want)

@@ -18,7 +18,7 @@ import os
 import pwd
 from dataclasses import dataclass
 
-from sandbox_mcp.errors import ConfigurationError
+from sandbox_mcp.errors import ConfigurationError, UidPoolTaken
 from sandbox_mcp.sandbox import files
 
 _CAP_SETGID = 6
@@ -101,7 +101,7 @@ class UidPool:
             fd = files.lock_file(path)
             if fd is None:
                 self.release_claim()
-                raise ConfigurationError(
+                raise UidPoolTaken(
                     f"uid {uid} of the pool is in use by another sandbox-mcp on this machine; "
                     "give each server its own SANDBOX_UID_BASE range"
                 )

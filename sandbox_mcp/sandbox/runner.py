@@ -28,13 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox_mcp.config import DEFAULT_RUN_ROOT, Settings
+from sandbox_mcp.config import DEFAULT_RUN_ROOT, DEFAULT_UID_BASE, Settings
 from sandbox_mcp.errors import (
     CodeTooLarge,
     ConfigurationError,
     InvalidRequest,
     LauncherError,
     RuntimeUnavailable,
+    UidPoolTaken,
 )
 from sandbox_mcp.sandbox import (
     _libc,
@@ -300,7 +301,7 @@ class Sandbox:
                 self.settings,
                 STANDBY_RUNS * len(self.settings.warm_languages) + self._java_standby_runs,
             )
-            self._pool.claim()
+            self._claim_uid_pool()
         try:
             self._prepare_run_root()
         except BaseException:
@@ -1137,6 +1138,29 @@ class Sandbox:
                 files.remove_tree(str(stale))
             except OSError as exc:
                 logger.warning("stale workdir %s could not be removed: %s", stale, exc)
+
+    def _claim_uid_pool(self) -> None:
+        """Lock the uid pool; with the default range, the first next range no server holds.
+
+        As with the run root (below): two root servers started with the same defaults, by two
+        MCP clients outside a container, take two ranges instead of the second refusing. A
+        range that was asked for stays a refusal.
+        """
+        assert self._pool is not None  # noqa: S101 - pool mode only
+        count = self.settings.uid_count
+        for number in range(1, _DEFAULT_RUN_ROOTS):
+            try:
+                self._pool.claim()
+                return
+            except UidPoolTaken:
+                if self.settings.uid_base != DEFAULT_UID_BASE + (number - 1) * count:
+                    raise
+            base = DEFAULT_UID_BASE + number * count
+            logger.info("uids from %d are another server's: trying %d", base - count, base)
+            self.settings = dataclasses.replace(self.settings, uid_base=base)
+            self.identity = dataclasses.replace(self.identity, uid_base=base)
+            self._pool = identities.UidPool(base, count)
+        self._pool.claim()
 
     def _claim_run_root(self) -> tuple[Path, int]:
         """Lock the run root; with the default one, the first of its siblings no server holds.

@@ -672,6 +672,31 @@ async def test_a_second_server_with_default_settings_takes_the_next_run_root(
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="the uid pool exists only in pool mode, which needs root")
+async def test_a_second_server_with_the_default_uid_range_takes_the_next_one(
+    run_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sandbox_mcp.sandbox import runner
+
+    # The default range, moved to this test session's own (slots 6 and 7).
+    default = uid_base(6)
+    monkeypatch.setattr(runner, "DEFAULT_UID_BASE", default)
+    first = await start_sandbox(run_root / "first", uid_base=default)
+    try:
+        second = await start_sandbox(run_root / "second", uid_base=default)
+        try:
+            result = await run(second, "bash", "id -u")
+        finally:
+            await second.close()
+    finally:
+        await first.close()
+
+    assert first.settings.uid_base == default
+    assert second.settings.uid_base == default + BASE.uid_count
+    assert second.identity.uid_base == default + BASE.uid_count
+    assert default + BASE.uid_count <= int(result.stdout) < default + 2 * BASE.uid_count
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the uid pool exists only in pool mode, which needs root")
 async def test_a_second_server_cannot_take_the_same_uid_pool(sandbox: Sandbox) -> None:
     from sandbox_mcp.errors import ConfigurationError
 
