@@ -608,11 +608,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     for option in OPTIONS:
         env = " or ".join((option.env, *option.aliases))
+        # An empty or missing default is described in the help itself, or means "none".
+        default = f", default {option.default}" if option.default not in (None, "", ()) else ""
         parser.add_argument(
             option.flag,
             dest=option.field,
             default=None,
             metavar=option.field.upper(),
-            help=f"{option.help} (env {env}, default {option.default})",
+            help=f"{option.help} (env {env}{default})",
         )
     return parser

@@ -89,6 +89,8 @@ def _run(path, main):
         traceback = error.__traceback__
         while traceback is not None and traceback.tb_frame.f_code.co_filename == "<string>":
             traceback = traceback.tb_next
+        # The default hook prints the exception's own traceback, not the one it is given.
+        error.__traceback__ = traceback
         try:
             sys.excepthook(type(error), error, traceback)
         except SystemExit as request:
@@ -125,9 +127,19 @@ _JAVASCRIPT = r"""
   let pending = '';
   process.exit = (code) => { throw new ExitRequest(code ?? process.exitCode ?? 0); };
 
+  // Below the call's own frames are the driver's (vm, [eval], the immediate that ran the
+  // call): a script's error shows none of them.
+  function trimmed(stack) {
+    const lines = stack.split('\n');
+    const driver = lines.findIndex(
+      (line) => /^ +at (Script\.runInThisContext|new Script) \(node:vm:/.test(line));
+    return (driver < 0 ? lines : lines.slice(0, driver)).join('\n');
+  }
+
   function report(error) {
     if (error instanceof ExitRequest) { status = Number(error.code) & 0xff; return; }
-    const text = error && error.stack ? error.stack : 'Uncaught ' + require('util').inspect(error);
+    const text = error && error.stack
+      ? trimmed(String(error.stack)) : 'Uncaught ' + require('util').inspect(error);
     fs.writeSync(2, text + '\n');
     status = 1;
   }

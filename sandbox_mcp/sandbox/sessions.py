@@ -182,13 +182,6 @@ class Sessions:
                 f"{session.spec.limits.max_disk_bytes} bytes: the session was ended; open a "
                 'new one (session_id "new")'
             )
-        elif result.session_state_lost:
-            notes.append(
-                "the session's interpreter was stopped by this call's "
-                f"{result.limit or 'end'}: its state (variables, functions, imports) is lost; "
-                "the files in its working directory remain, and the next call starts a "
-                "fresh interpreter there"
-            )
         if session.ended is not None and not disk_full:
             notes.append(f"the session has ended: {session.ended}")
         return dataclasses.replace(result, notes=(*result.notes, *notes))
@@ -473,17 +466,26 @@ class Sessions:
             spec, prepared, outcome, stdout, stderr, timeout, listing, request.caller
         )
         lost = disk_full or (persistent and (outcome.state_lost or session.lost_unreported))
-        if persistent and session.lost_unreported and not outcome.state_lost:
-            result = dataclasses.replace(
-                result,
-                notes=(
-                    *result.notes,
-                    "an earlier call of this session was cancelled, which stopped its "
-                    "interpreter: this call ran in a fresh one, without the earlier state",
-                ),
+        note = None
+        if persistent and outcome.state_lost and not disk_full:
+            note = (
+                "the session's interpreter was stopped by this call's "
+                f"{result.limit or 'end'}: its state (variables, functions, imports) is lost; "
+                "the files in its working directory remain, and the next call starts a "
+                "fresh interpreter there"
+            )
+        elif persistent and session.lost_unreported:
+            note = (
+                "an earlier call of this session was cancelled, which stopped its "
+                "interpreter: this call ran in a fresh one, without the earlier state"
             )
         session.lost_unreported = False
-        return dataclasses.replace(result, session_id=session.id, session_state_lost=lost)
+        return dataclasses.replace(
+            result,
+            session_id=session.id,
+            session_state_lost=lost,
+            notes=(*result.notes, note) if note else result.notes,
+        )
 
     def _send_call(
         self, session: Session, message: dict[str, Any], code: bytes, stdin: bytes

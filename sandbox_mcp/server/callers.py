@@ -21,7 +21,8 @@ STDIO = "stdio"
 
 NO_KEY = (
     "sessions need to know who calls: over HTTP, an MCP session (the Mcp-Session-Id header); "
-    "this request has none. Leave session_id out for a fresh sandbox"
+    "this request has none (the 2026-07-28 revision has no MCP sessions: with the Python "
+    'SDK, open the client with mode="legacy"). Leave session_id out for a fresh sandbox'
 )
 
 

@@ -10,6 +10,7 @@ with a `note` saying why they are not shown.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mcp.types import EmbeddedResource, ImageContent, TextResourceContents
@@ -70,8 +71,10 @@ def file_infos(files: list[Shown]) -> list[FileInfo]:
     ]
 
 
-def content_blocks(result: RunResult, files: list[Shown]) -> list[ImageContent | EmbeddedResource]:
-    """An image block per image shown, an embedded text resource per SVG.
+def content_blocks(
+    files: list[Shown], uri: Callable[[OutputFile], str]
+) -> list[ImageContent | EmbeddedResource]:
+    """An image block per image shown, an embedded text resource per SVG, at `uri(file)`.
 
     SVG goes as text: some model APIs refuse SVG images.
     """
@@ -83,7 +86,7 @@ def content_blocks(result: RunResult, files: list[Shown]) -> list[ImageContent |
             blocks.append(ImageContent(type="image", data=data, mime_type=found.mime_type))
         elif found.mime_type == "image/svg+xml" and found.text is not None:
             contents = TextResourceContents(
-                uri=f"sandbox://runs/{result.run_id}/files/{found.path}",
+                uri=uri(found),
                 mime_type=found.mime_type,
                 text=found.text,
             )

@@ -1,7 +1,9 @@
 """The whole output of runs whose output was cut, as MCP resources for a while.
 
 When a stream was shortened to head and tail, its first `FULL_OUTPUT_BYTES` (the core keeps
-them) stay readable as `sandbox://runs/{run_id}/stdout` (or `stderr`) for `KEEP_SECONDS`. They
+them) stay readable as `sandbox://runs/{run_id}/stdout` (or `stderr`) for `KEEP_SECONDS`; so
+does the text of an SVG a fresh run made, as `sandbox://runs/{run_id}/files/{path}`, since its
+workdir is gone once the answer is out. They
 are held in this process's memory, never on disk where a run could reach them, at most
 `MAX_TOTAL_BYTES` in all: the oldest go first when a new one needs room. Each belongs to the
 caller whose run made it (callers.py): another caller reads "not found", as for an unknown
@@ -23,12 +25,18 @@ from sandbox_mcp.server.callers import caller_key
 KEEP_SECONDS = 15 * 60
 MAX_TOTAL_BYTES = 64 * 1024 * 1024
 URI_TEMPLATE = "sandbox://runs/{run_id}/{stream}"
+FILE_TEMPLATE = "sandbox://runs/{run_id}/files/{+path}"
 STREAMS = ("stdout", "stderr")
 
 
 def output_uri(run_id: str, stream: str) -> str:
     """The resource URI of one stream of one run."""
     return URI_TEMPLATE.format(run_id=run_id, stream=stream)
+
+
+def file_uri(run_id: str, path: str) -> str:
+    """The resource URI of a file a run made, kept in the store under `files/<path>`."""
+    return f"sandbox://runs/{run_id}/files/{path}"
 
 
 class OutputStore:
@@ -89,5 +97,23 @@ def register(server: MCPServer, store: OutputStore) -> None:
             raise ResourceNotFoundError(
                 f"no stored {stream} for run {run_id}: only shortened output is kept, for "
                 f"{KEEP_SECONDS // 60} minutes"
+            )
+        return data.decode("utf-8", errors="replace")
+
+    @server.resource(
+        FILE_TEMPLATE,
+        name="run_file",
+        title="An SVG a run made",
+        description="The text of an SVG file a run without a session made, as its answer "
+        f"embedded it, readable for {KEEP_SECONDS // 60} minutes after the run.",
+        mime_type="image/svg+xml",
+    )
+    def run_file(run_id: str, path: str, ctx: Context) -> str:
+        data = store.get(run_id, f"files/{path}", caller_key(ctx) or "")
+        if data is None:
+            raise ResourceNotFoundError(
+                f"no stored file {path!r} for run {run_id}: a run's workdir is removed after "
+                f"it; only the SVGs its answer embedded are kept, for {KEEP_SECONDS // 60} "
+                "minutes (a session keeps all its files)"
             )
         return data.decode("utf-8", errors="replace")

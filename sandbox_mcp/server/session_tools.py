@@ -21,6 +21,11 @@ from sandbox_mcp.server.callers import NO_KEY, caller_key
 FILE_TEMPLATE = "sandbox://sessions/{session_id}/files/{+path}"
 
 
+def file_uri(session_id: str, path: str) -> str:
+    """The resource URI of a file in a session's workdir."""
+    return f"sandbox://sessions/{session_id}/files/{path}"
+
+
 class ResetReport(BaseModel):
     """The result of `reset_session`."""
 

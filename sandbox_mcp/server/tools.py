@@ -6,6 +6,7 @@ which string annotations could not see.
 """
 
 import asyncio
+import dataclasses
 import importlib.metadata
 import inspect
 import logging
@@ -25,10 +26,11 @@ from sandbox_mcp.sandbox import packages, workspace
 from sandbox_mcp.sandbox.languages import LANGUAGES
 from sandbox_mcp.sandbox.progress import RunProgress
 from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox, ValidationResult
+from sandbox_mcp.sandbox.workspace import OutputFile
 from sandbox_mcp.server import files as run_files
 from sandbox_mcp.server.callers import NO_KEY, caller_key, log_label
 from sandbox_mcp.server.metrics import RunMetrics
-from sandbox_mcp.server.resources import OutputStore, output_uri
+from sandbox_mcp.server.resources import OutputStore, file_uri, output_uri
 from sandbox_mcp.server.schema import (
     CompileInfo,
     DiagnosticInfo,
@@ -40,8 +42,16 @@ from sandbox_mcp.server.schema import (
     ServerInfo,
     ValidationReport,
 )
+from sandbox_mcp.server.session_tools import file_uri as session_file_uri
 
 _Tool = TypeVar("_Tool", bound=Callable[..., Any])
+
+# A caller without a key (HTTP without an MCP session) could not be told apart from the
+# others when it reads the whole output back: it is not kept.
+_WHOLE_OUTPUT_NOT_KEPT = (
+    "the whole output is not kept for reading back: this HTTP request has no MCP session to "
+    'tell its caller from others (with the Python SDK, open the client with mode="legacy")'
+)
 
 logger = logging.getLogger(__name__)
 # How often a call in flight reports its progress, when the client asked for it.
@@ -190,13 +200,13 @@ def register(
             if reporter is not None:
                 reporter.cancel()
         metrics.record_result(result)
+        if owner is None and (result.stdout_full is not None or result.stderr_full is not None):
+            result = dataclasses.replace(result, notes=(*result.notes, _WHOLE_OUTPUT_NOT_KEPT))
 
         shown = run_files.shown(result)
         structured = _structured(result, shown)
         links: list[ResourceLink] = []
         for stream, full in (("stdout", result.stdout_full), ("stderr", result.stderr_full)):
-            # A caller without a key (HTTP without an MCP session) could not be told apart
-            # from the others when it reads: its whole output is not kept.
             if (
                 full is not None
                 and owner is not None
@@ -216,7 +226,9 @@ def register(
         return CallToolResult(
             content=[
                 TextContent(type="text", text=summary(result, shown)),
-                *run_files.content_blocks(result, shown),
+                *run_files.content_blocks(
+                    shown, lambda found: _readable_uri(result, found, outputs, owner)
+                ),
                 *links,
             ],
             structured_content=structured.model_dump(mode="json"),
@@ -452,6 +464,18 @@ def _sdk_version() -> str:
         return importlib.metadata.version("mcp")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+def _readable_uri(
+    result: RunResult, found: OutputFile, outputs: OutputStore, owner: str | None
+) -> str:
+    """Where a client can read a file the answer embeds: a session's file stays in its workdir;
+    a fresh run's is gone with it, so its text is kept with the run's whole output."""
+    if result.session_id is not None:
+        return session_file_uri(result.session_id, found.path)
+    if owner is not None:
+        outputs.put(result.run_id, f"files/{found.path}", (found.text or "").encode(), owner)
+    return file_uri(result.run_id, found.path)
 
 
 def _structured(result: RunResult, shown: list[run_files.Shown]) -> ExecutionResult:

@@ -81,6 +81,33 @@ async def test_python_exceptions_and_exit_end_the_call_not_the_session(sandbox: 
     assert (after.exit_code, after.stdout, after.session_state_lost) == (0, "8\n", False)
 
 
+async def test_errors_in_a_session_show_the_snippets_frames_as_a_script_would(
+    sandbox: Sandbox,
+) -> None:
+    # The driver's frames (python -c's "<string>", node's vm and [eval]) are not the code's.
+    python = await run(sandbox, "python", "def f():\n    return 1 / 0\nf()")
+    typo = await run(sandbox, "python", "def g(:\n    pass", python.session_id)
+    javascript = await run(sandbox, "javascript", "function f() { throw new Error('boom') }\nf()")
+    again = await run(sandbox, "javascript", "x y z", javascript.session_id)
+    rejected = await run(
+        sandbox, "javascript", "await Promise.reject(new Error('late'))", javascript.session_id
+    )
+
+    frames = [line for line in python.stderr.splitlines() if line.startswith("  File ")]
+    assert [frame.split(", ")[1:] for frame in frames] == [
+        ["line 3", "in <module>"],
+        ["line 2", "in f"],
+    ]
+    assert typo.stderr.startswith('  File "') and "SyntaxError: invalid syntax" in typo.stderr
+    assert "<string>" not in typo.stderr
+    assert "Error: boom\n    at f (" in javascript.stderr
+    for answer in (javascript, again, rejected):
+        assert answer.exit_code == 1
+        assert "[eval]" not in answer.stderr and "node:vm" not in answer.stderr, answer.stderr
+    assert "SyntaxError: Unexpected identifier" in again.stderr
+    assert "Error: late" in rejected.stderr
+
+
 async def test_javascript_declarations_persist_and_calls_wait_for_their_callbacks(
     sandbox: Sandbox,
 ) -> None:
@@ -365,11 +392,17 @@ async def test_the_call_after_a_cancelled_one_says_the_state_was_lost(sandbox: S
     with pytest.raises(asyncio.CancelledError):
         await call
 
-    after = await run(sandbox, "python", "print('keep' in globals())", opened.session_id)
+    after = await run(sandbox, "python", "print('keep' in globals())\nnow = 2", opened.session_id)
+    later = await run(sandbox, "python", "print(now)", opened.session_id)
 
     assert after.stdout == "False\n"
     assert after.session_state_lost is True
-    assert any("was cancelled" in note for note in after.notes)
+    assert [note for note in after.notes if "interpreter" in note] == [
+        "an earlier call of this session was cancelled, which stopped its interpreter: this "
+        "call ran in a fresh one, without the earlier state"
+    ]
+    # That call's own state stays: its answer must not say it was lost too.
+    assert (later.stdout, later.session_state_lost, later.notes) == ("2\n", False, ())
 
 
 # --- who may reach a session -------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from mcp.types import ImageContent, ResourceLink, TextContent
+from mcp.types import EmbeddedResource, ImageContent, ResourceLink, TextContent
 
 from sandbox_mcp.server.files import MAX_IMAGES_SENT
 from tests.support import server_params
@@ -180,6 +180,31 @@ async def test_a_long_output_is_readable_whole_as_a_resource(client: Client) -> 
     missing = uri.replace(structured["run_id"], "000000000000")
     with pytest.raises(Exception, match="no stored stdout"):
         await client.read_resource(missing)
+
+
+SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"><rect width="4"/></svg>'
+
+
+@pytest.mark.parametrize("session", [None, "new"])
+async def test_an_svg_comes_back_as_text_at_a_uri_that_can_be_read(
+    client: Client, session: str | None
+) -> None:
+    code = f"open('pic.svg', 'w').write({SVG!r})"
+    result = await execute(client, code=code, session_id=session)
+
+    assert not result.is_error, result.content
+    embedded = [block for block in result.content if isinstance(block, EmbeddedResource)]
+    assert [block.resource.text for block in embedded] == [SVG]
+    assert not [block for block in result.content if isinstance(block, ImageContent)]
+    uri = str(embedded[0].resource.uri)
+    # A session's file is read where it is; a fresh run's, whose workdir is gone, from the store.
+    session_id = result.structured_content["session_id"]
+    expected = (
+        f"sessions/{session_id}" if session else f"runs/{result.structured_content['run_id']}"
+    )
+    assert uri == f"sandbox://{expected}/files/pic.svg"
+    read = await client.read_resource(uri)
+    assert read.contents[0].text == SVG
 
 
 async def test_list_languages_names_the_python_packages(client: Client) -> None:

@@ -381,3 +381,27 @@ async def test_a_whole_output_is_readable_by_its_own_caller_only(server: HttpSer
             await b.read_resource(uri)
 
     assert own.contents[0].text.count("private") == 20000
+
+
+@pytest.mark.anyio
+async def test_a_client_without_an_mcp_session_is_told_how_to_get_one(server: HttpServer) -> None:
+    # The SDK's default mode speaks a revision without MCP sessions: no caller key.
+    async with (
+        httpx2.AsyncClient(headers=server.headers()) as http,
+        Client(streamable_http_client(server.url, http_client=http)) as client,
+    ):
+        refused = await client.call_tool(
+            "execute_code", {"language": "python", "code": "x = 1", "session_id": "new"}
+        )
+        long = await client.call_tool(
+            "execute_code", {"language": "python", "code": "print('x' * 100000)"}
+        )
+
+    assert refused.is_error
+    assert 'mode="legacy"' in refused.content[0].text
+    assert long.structured_content["stdout_truncated"] is True
+    assert long.structured_content["stdout_uri"] is None
+    assert any(
+        "whole output is not kept" in note and 'mode="legacy"' in note
+        for note in long.structured_content["notes"]
+    )
