@@ -19,7 +19,15 @@ stdin, stdout, stderr and the code. It is answered with a `RunOutcome`, as a run
   kills the whole interpreter: the outcome says `state_lost`, the workdir stays, and the
   next call starts a new interpreter. A call that ends normally keeps the interpreter;
   processes it started are killed, and the interpreter is stopped (SIGSTOP) until the next
-  call, so that nothing of the session runs between calls.
+  call, so that nothing of the session runs between calls. A stopped process can still be
+  resumed by a signal it arranged for itself (a POSIX timer that sends SIGCONT, say): this
+  process hears every stop and continue of its child (SIGCHLD) and looks at the interpreter
+  at least every `_IDLE_CHECK` s, and an interpreter found to have moved between calls is
+  killed at once; the next call starts a new one and says the state was lost. It may have run
+  for the moment that took (milliseconds), never beyond.
+- Nothing this process writes to the interpreter can hold it past the call's deadline: the
+  request goes down a non-blocking pipe, and one the driver does not take in time (the code
+  of an earlier call holds it, say) ends the call as a timeout.
 - Every call ends with a measure of the workdir: a call shorter than the disk sampling, or
   the input files it brought, can put it past the disk limit too; its limit is then `disk`,
   and the server ends the session.
@@ -85,6 +93,10 @@ _TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 _MAX_REPLY = 4096
 # How long the output left in the interpreter's pipes is copied after it was killed.
 _LAST_OUTPUT_WAIT = 2.0
+# Between calls, how often the stopped interpreter is looked at besides each SIGCHLD.
+_IDLE_CHECK = 1.0
+# How long a stop the supervisor sent may take to reach the interpreter.
+_STOP_WAIT = 2.0
 
 
 @dataclass
@@ -104,7 +116,10 @@ class _Interpreter:
 def serve(spec: RunSpec, fds: RunFds, control: socket.socket) -> None:
     """Serve the session `spec` until the server closes `control`. Never raises."""
     _stop.listen()
+    # Every stop and continue of the interpreter wakes the wait for the next call.
+    signal.signal(signal.SIGCHLD, _note_child)
     interpreter: _Interpreter | None = None
+    lost_between_calls = False
     # The launch's own descriptors carry nothing: each call brings its own.
     _close_quietly(fds.stdin, fds.stdout, fds.stderr, fds.payload)
     try:
@@ -116,8 +131,16 @@ def serve(spec: RunSpec, fds: RunFds, control: socket.socket) -> None:
         control.send(json.dumps({"event": "session ready"}).encode())
 
         # 2. Serve calls, one at a time, until the server lets the session go.
-        while (received := _receive(control)) is not None:
+        while (received := _receive(control, interpreter)) is not None:
             message, call_fds = received
+            if message["op"] == "moved":
+                # The interpreter ran while it should have been stopped: it goes, now.
+                assert interpreter is not None  # noqa: S101 - only with an interpreter
+                interpreter.close()
+                interpreter = None
+                _kill_everything(_Watch(), spec.uid is not None)
+                lost_between_calls = True
+                continue
             if message["op"] == "read":
                 _read_for_server(control, spec.workdir, message)
                 continue
@@ -126,6 +149,9 @@ def serve(spec: RunSpec, fds: RunFds, control: socket.socket) -> None:
                 outcome, interpreter, listing = _serve_call(
                     spec, message, call_fds, control, interpreter
                 )
+                if lost_between_calls and message.get("driver") is not None:
+                    outcome = dataclasses.replace(outcome, lost_between_calls=True)
+                    lost_between_calls = False
             except Exception as exc:  # reported to the server, never lost
                 if interpreter is not None:
                     interpreter.close()
@@ -145,14 +171,19 @@ def serve(spec: RunSpec, fds: RunFds, control: socket.socket) -> None:
         _remove_workdir(spec)
 
 
-def _receive(control: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
-    """The next call or file read; None when the session ends. Stale kills are ignored."""
+def _receive(
+    control: socket.socket, interpreter: _Interpreter | None
+) -> tuple[dict[str, Any], list[int]] | None:
+    """The next call or file read, or `{"op": "moved"}` as soon as the stopped interpreter is
+    seen to have moved; None when the session ends. Stale kills are ignored."""
     while True:
-        readable, _, _ = select.select([control, _stop.wakeup], [], [])
+        readable, _, _ = select.select([control, _stop.wakeup], [], [], _IDLE_CHECK)
         if _stop.wakeup in readable:
             _drain(_stop.wakeup)
         if _stop.requested:
             return None
+        if interpreter is not None and _moved_while_stopped(interpreter.pid):
+            return {"op": "moved"}, []
         if control not in readable:
             continue
         fds = array.array("i")
@@ -244,6 +275,9 @@ def _call_interpreter(
         interpreter = _start_interpreter(call, str(message["language"]), list(message["driver"]))
     else:
         os.kill(interpreter.pid, signal.SIGCONT)
+        # Our own continue: taken here, so that only one the interpreter made counts later.
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PID, interpreter.pid, os.WCONTINUED | os.WNOHANG)
 
     # 1. The call's stdin as a file, its CPU budget from now, then the request.
     _write_stdin(call.workdir, stdin)
@@ -258,11 +292,13 @@ def _call_interpreter(
         "stdin": os.path.join(call.workdir, _STDIN_FILE),
         "argv": [str(arg) for arg in message.get("args", [])],
     }
-    _write_all(interpreter.requests, (json.dumps(request) + "\n").encode())
+    handed = _hand_over(interpreter.requests, (json.dumps(request) + "\n").encode(), watch)
     control.send(json.dumps({"event": "started", "pid": interpreter.pid}).encode())
 
     # 2. Watch the call until the driver replies, the interpreter dies or a limit is hit.
-    status = _watch_call(call, interpreter, (stdout, stderr), control, watch, cpu_before)
+    status = None
+    if handed:
+        status = _watch_call(call, interpreter, (stdout, stderr), control, watch, cpu_before)
 
     # 3. A call that ended normally keeps its interpreter, stopped until the next call;
     #    otherwise the interpreter and everything else of the session are killed.
@@ -272,9 +308,13 @@ def _call_interpreter(
     if not lost:
         cpu_ms = _process_cpu_ms(interpreter.pid) - cpu_before
         _end_strays(interpreter.pid)
-        os.kill(interpreter.pid, signal.SIGSTOP)
-        exit_code = status
-    else:
+        if _stopped(interpreter.pid):
+            exit_code = status
+        else:
+            # Not stopped in time: it cannot be left to run, so it goes like a lost one.
+            watch.errors.append("the session's interpreter did not stop after the call")
+            lost = True
+    if lost:
         _kill_everything(watch, call.uid is not None)
         _relay(interpreter.stdout, stdout, until_eof=True)
         _relay(interpreter.stderr, stderr, until_eof=True)
@@ -327,7 +367,7 @@ def _start_interpreter(spec: RunSpec, language: str, run: list[str]) -> _Interpr
         raise
     finally:
         _close_quietly(requests_read, replies_write, stdout_write, stderr_write, null)
-    for fd in (replies_read, stdout_read, stderr_read):
+    for fd in (requests_write, replies_read, stdout_read, stderr_read):
         os.set_blocking(fd, False)
     return _Interpreter(pid, requests_write, replies_read, stdout_read, stderr_read)
 
@@ -443,6 +483,65 @@ def _read_available(fd: int) -> bytes:
         while chunk := os.read(fd, 4096):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _hand_over(fd: int, data: bytes, watch: _Watch) -> bool:
+    """Write the call's request to the driver's non-blocking pipe by the call's deadline;
+    False, with the limit that stopped it, when the driver did not take it in time."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+            continue
+        except BlockingIOError:
+            pass
+        left = watch.deadline - time.monotonic()
+        if left <= 0:
+            watch.limit = "timeout"
+            return False
+        readable, _, _ = select.select([_stop.wakeup], [fd], [], left)
+        if readable:
+            _drain(_stop.wakeup)
+            if _stop.requested:
+                watch.limit = "cancelled"
+                return False
+    return True
+
+
+def _note_child(signum: int, frame: object) -> None:
+    """SIGCHLD: only its byte on the wakeup pipe matters (see `_receive`)."""
+
+
+def _stopped(pid: int) -> bool:
+    """Stop the interpreter and wait until it is: True once the kernel reports the stop."""
+    os.kill(pid, signal.SIGSTOP)
+    give_up = time.monotonic() + _STOP_WAIT
+    while time.monotonic() < give_up:
+        try:
+            info = os.waitid(os.P_PID, pid, os.WSTOPPED | os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return False
+        if info is not None and info.si_code == os.CLD_STOPPED:
+            # Taken, so that a later stop or continue is news (`_moved_while_stopped`).
+            os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOHANG)
+            return True
+        if info is not None:  # it ended instead
+            return False
+        time.sleep(0.0005)
+    return False
+
+
+def _moved_while_stopped(pid: int) -> bool:
+    """Whether the interpreter, stopped after its last call, has run since: the kernel has a
+    continue or a stop to tell of, or it is not stopped now."""
+    try:
+        if os.waitid(os.P_PID, pid, os.WCONTINUED | os.WSTOPPED | os.WNOHANG) is not None:
+            return True
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False  # gone: the next call finds it dead
+    return state not in (b"T", b"Z", b"X")
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -62,6 +62,9 @@ MAX_FILE_BYTES = 8 * 1024 * 1024
 # How many ended sessions are remembered, so that a call on one is told why it is gone.
 _REMEMBERED = 4096
 _READY_WAIT = 15.0
+# The largest call message a session's socket takes at its default size (212992 bytes on
+# Linux), with room to spare: 64 KiB of arguments, twice (argv and args), as UTF-8, fits.
+_MAX_CALL_MESSAGE = 192 * 1024
 _END_WAIT = 15.0
 
 
@@ -423,6 +426,14 @@ class Sessions:
             "language": language.id,
             "driver": run_argv if persistent else None,
         }
+        encoded = json.dumps(message, ensure_ascii=False).encode()
+        if len(encoded) > _MAX_CALL_MESSAGE:
+            # One message on the session's socket, which has a size limit; nothing is sent.
+            raise InvalidRequest(
+                f"the call's arguments take {len(encoded)} bytes once encoded, more than a "
+                f"session call carries ({_MAX_CALL_MESSAGE}); nothing ran and the session "
+                "goes on: pass large data as stdin or a file"
+            )
         spec = dataclasses.replace(
             session.spec,
             run_id=run_id,
@@ -443,7 +454,7 @@ class Sessions:
                 session.label,
                 timeout,
             )
-            pending = self._send_call(session, message, prepared.payload, prepared.stdin)
+            pending = self._send_call(session, encoded, prepared.payload, prepared.stdin)
             try:
                 outcome, stdout, stderr, listing = await sandbox._follow(
                     spec, pending, session.uid, progress, keep_control=True
@@ -465,7 +476,10 @@ class Sessions:
         result = sandbox._result(
             spec, prepared, outcome, stdout, stderr, timeout, listing, request.caller
         )
-        lost = disk_full or (persistent and (outcome.state_lost or session.lost_unreported))
+        lost = disk_full or (
+            persistent
+            and (outcome.state_lost or session.lost_unreported or outcome.lost_between_calls)
+        )
         note = None
         if persistent and outcome.state_lost and not disk_full:
             note = (
@@ -479,6 +493,12 @@ class Sessions:
                 "an earlier call of this session was cancelled, which stopped its "
                 "interpreter: this call ran in a fresh one, without the earlier state"
             )
+        elif persistent and outcome.lost_between_calls:
+            note = (
+                "the session's interpreter ran between calls, when it must be stopped (a "
+                "timer or signal of its own resumed it), so the sandbox killed it: this call "
+                "ran in a fresh one, without the earlier state"
+            )
         session.lost_unreported = False
         return dataclasses.replace(
             result,
@@ -488,7 +508,7 @@ class Sessions:
         )
 
     def _send_call(
-        self, session: Session, message: dict[str, Any], code: bytes, stdin: bytes
+        self, session: Session, message: bytes, code: bytes, stdin: bytes
     ) -> runner_module._Pending:
         stdout_read, stdout_write = os.pipe2(os.O_CLOEXEC)
         stderr_read, stderr_write = os.pipe2(os.O_CLOEXEC)
@@ -500,7 +520,7 @@ class Sessions:
         ]
         try:
             session.control.sendmsg(
-                [json.dumps(message).encode()],
+                [message],
                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))],
             )
         except OSError as exc:

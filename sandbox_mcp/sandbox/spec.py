@@ -129,6 +129,9 @@ class RunOutcome:
     # A session's call whose interpreter was killed (a limit, the deadline) or died: the
     # interpreter's state is gone, the workdir is not.
     state_lost: bool = False
+    # A session's call whose interpreter was found running between calls, when it should have
+    # been stopped, and killed: the call ran in a fresh one.
+    lost_between_calls: bool = False
     # A session's call whose input files or main file could not be written (this path; the
     # error says why): nothing ran, the session is as it was.
     unwritable_path: str | None = None

@@ -120,7 +120,8 @@ class _StopRequest:
 
     def listen(self) -> None:
         self.wakeup, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(write)
+        # Full is fine: one byte waiting wakes the wait as well as many (sessions hear SIGCHLD).
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, self._note)
 
     def _note(self, signum: int, frame: object) -> None:

@@ -551,3 +551,101 @@ async def test_each_call_gets_its_own_arguments(sandbox: Sandbox) -> None:
     assert again.stdout == "['main.py', 'd']\n"
     node = await run(sandbox, "javascript", "console.log(process.argv.slice(2))", args=("x",))
     assert node.stdout == "[ 'x' ]\n"
+
+
+# A POSIX timer of the code's own that sends SIGCONT 0.5 s after the call, when the
+# interpreter is stopped, and a thread that, whenever the interpreter runs, counts in a file:
+# what a session must not do between calls. (A SIGCONT the process ignores, as by default,
+# re-arms the timer no more on recent kernels: one is all it takes.)
+WAKE_ITSELF = """
+import ctypes, signal, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+
+class sigevent(ctypes.Structure):
+    _fields_ = [("value", ctypes.c_void_p), ("signo", ctypes.c_int), ("notify", ctypes.c_int),
+                ("pad", ctypes.c_int * 12)]
+
+class timespec(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+
+class itimerspec(ctypes.Structure):
+    _fields_ = [("interval", timespec), ("value", timespec)]
+
+timer = ctypes.c_void_p()
+event = sigevent(None, signal.SIGCONT, 0)
+assert libc.timer_create(1, ctypes.byref(event), ctypes.byref(timer)) == 0
+later = itimerspec(timespec(0, 100_000_000), timespec(0, 500_000_000))
+assert libc.timer_settime(timer, 0, ctypes.byref(later), None) == 0
+
+def count():
+    while True:
+        with open("ticks", "a") as ticks:
+            ticks.write(".")
+        time.sleep(0.005)
+
+threading.Thread(target=count, daemon=True).start()
+"""
+
+
+async def test_an_interpreter_that_resumes_itself_between_calls_is_killed(
+    sandbox: Sandbox,
+) -> None:
+    armed = await run(sandbox, "python", WAKE_ITSELF)
+    assert (armed.exit_code, armed.session_state_lost) == (0, False), armed.stderr
+    await asyncio.sleep(2)
+    after = await run(sandbox, "python", "print(len(open('ticks').read()))", armed.session_id)
+    await asyncio.sleep(1)
+    later = await run(sandbox, "python", "print(len(open('ticks').read()))", armed.session_id)
+
+    # Left running, the thread would have counted about 400 more in those 2 s.
+    assert int(after.stdout) < 150, after.stdout
+    assert after.session_state_lost is True
+    assert any("ran between calls" in note for note in after.notes), after.notes
+    # The fresh interpreter has no timer: nothing counts between these calls.
+    assert later.stdout == after.stdout and later.session_state_lost is False
+
+
+async def test_a_request_the_driver_does_not_take_ends_the_call_at_its_deadline(
+    sandbox: Sandbox,
+) -> None:
+    # The code forges the driver's reply and goes on sleeping: the driver never reads the next
+    # request, which is larger than a pipe holds.
+    forge = (
+        "import os, threading, time\n"
+        "replies = int(open('/proc/self/cmdline').read().split('\\0')[-2])\n"
+        "os.write(replies, b'{\"exit\": 0}\\n')\ntime.sleep(1000)"
+    )
+    first = await run(sandbox, "python", forge, timeout_seconds=5)
+    second = await run(
+        sandbox,
+        "python",
+        "print('ran')",
+        first.session_id,
+        args=("\x01" * 12000,),
+        timeout_seconds=2,
+    )
+    third = await run(sandbox, "python", "print('fresh')", first.session_id)
+
+    assert first.exit_code == 0
+    assert (second.limit, second.session_state_lost) == ("timeout", True)
+    assert second.duration_ms < 10_000
+    assert third.stdout == "fresh\n"
+
+
+async def test_large_arguments_are_carried_or_refused_without_ending_the_session(
+    sandbox: Sandbox,
+) -> None:
+    opened = await run(sandbox, "python", "kept = 1")
+    wide = await run(
+        sandbox,
+        "python",
+        "import sys\nprint(len(sys.argv[1]), kept)",
+        opened.session_id,
+        args=("中文" * 10000,),
+    )
+    with pytest.raises(InvalidRequest, match="nothing ran and the session goes on"):
+        await run(sandbox, "python", "print(kept)", opened.session_id, args=("\x01" * 60000,))
+    after = await run(sandbox, "python", "print(kept)", opened.session_id)
+
+    assert wide.stdout == "20000 1\n"
+    assert after.stdout == "1\n"
