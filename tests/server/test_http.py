@@ -381,3 +381,69 @@ async def test_a_whole_output_is_readable_by_its_own_caller_only(server: HttpSer
             await b.read_resource(uri)
 
     assert own.contents[0].text.count("private") == 20000
+
+
+@pytest.mark.anyio
+async def test_sessions_belong_to_their_mcp_session_and_all_means_ones_own(
+    server: HttpServer,
+) -> None:
+    async with (
+        httpx2.AsyncClient(headers=server.headers()) as http_a,
+        Client(streamable_http_client(server.url, http_client=http_a), mode="legacy") as a,
+        httpx2.AsyncClient(headers=server.headers()) as http_b,
+        Client(streamable_http_client(server.url, http_client=http_b), mode="legacy") as b,
+    ):
+        opened = await a.call_tool(
+            "execute_code",
+            {
+                "language": "python",
+                "code": "secret = 's3cr3t'\nopen('note.txt', 'w').write(secret)",
+                "session_id": "new",
+            },
+        )
+        session_id = opened.structured_content["session_id"]
+        assert session_id, opened.content
+
+        # The same token, another MCP session: the id is as unknown as a made-up one.
+        stolen = await b.call_tool(
+            "execute_code",
+            {"language": "python", "code": "print(secret)", "session_id": session_id},
+        )
+        assert stolen.is_error
+        assert "unknown session_id: no session of yours" in stolen.content[0].text
+        with pytest.raises(MCPError, match="unknown session_id"):
+            await b.read_resource(f"sandbox://sessions/{session_id}/files/note.txt")
+        refused = await b.call_tool("reset_session", {"session_id": session_id})
+        assert refused.is_error
+        for everything in ({"session_id": "all"}, {"language": "all"}):
+            assert (await b.call_tool("reset_session", everything)).structured_content[
+                "ended"
+            ] == []
+
+        kept = await a.call_tool(
+            "execute_code",
+            {"language": "python", "code": "print(secret)", "session_id": session_id},
+        )
+        assert kept.structured_content["stdout"] == "s3cr3t\n"
+        ended = await a.call_tool("reset_session", {"session_id": "all"})
+        assert ended.structured_content["ended"] == [session_id]
+
+
+@pytest.mark.anyio
+async def test_a_client_without_an_mcp_session_is_told_it_gets_no_sandbox_session(
+    server: HttpServer,
+) -> None:
+    # The SDK client's default mode speaks a revision served without MCP sessions (README,
+    # "Ownership"): no owner can be told, so no sandbox session either, and it is told why.
+    async with (
+        httpx2.AsyncClient(headers=server.headers()) as http,
+        Client(streamable_http_client(server.url, http_client=http)) as client,
+    ):
+        result = await client.call_tool(
+            "execute_code", {"language": "python", "code": "x = 1", "session_id": "new"}
+        )
+        fresh = await client.call_tool("execute_code", {"language": "python", "code": "print(2)"})
+
+    assert result.is_error
+    assert "sessions need to know who calls" in result.content[0].text
+    assert fresh.structured_content["stdout"] == "2\n"
