@@ -340,13 +340,17 @@ async def test_a_main_file_taken_by_a_non_regular_file_is_refused(
 
 
 async def test_reset_removes_state_files_and_the_id(sandbox: Sandbox) -> None:
-    first = await run(sandbox, "python", "import os\nopen('f', 'w').write('x')\nprint(os.getcwd())")
-    workdir = Path(first.stdout.strip())
+    first = await run(
+        sandbox, "python", "import os\nopen('f', 'w').write('x')\nprint(os.getcwd(), os.getpid())"
+    )
+    workdir, interpreter = Path(first.stdout.split()[0]), int(first.stdout.split()[1])
     assert workdir.parent == sandbox.settings.run_root
+    assert process_exists(interpreter)  # the session's interpreter, waiting for its next call
 
     ended = await sandbox.sessions.reset("", first.session_id)
     assert ended == [first.session_id]
     assert await gone(workdir)
+    assert not process_exists(interpreter)
     with pytest.raises(SessionEnded, match="reset"):
         await run(sandbox, "python", "print(1)", first.session_id)
 
