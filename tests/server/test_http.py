@@ -534,3 +534,32 @@ async def test_readiness_fails_while_the_run_root_is_gone(run_root: Path) -> Non
         assert (await readiness(box))[0] == "ready"
     finally:
         await box.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_progress_reaches_an_http_client_while_a_run_goes(
+    server: HttpServer, mode: str
+) -> None:
+    seen: list[float] = []
+    messages: list[str | None] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+        messages.append(message)
+
+    async with (
+        httpx2.AsyncClient(headers=server.headers()) as http,
+        Client(streamable_http_client(server.url, http_client=http), mode=mode) as client,
+    ):
+        result = await client.call_tool(
+            "execute_code",
+            {"language": "bash", "code": "for i in 1 2 3 4; do echo tick; sleep 1; done"},
+            progress_callback=on_progress,
+        )
+
+    assert result.structured_content["stdout"] == "tick\n" * 4
+    # About one a second; a loaded machine may lose some.
+    assert len(seen) >= 2, seen
+    assert seen == sorted(seen)
+    assert all(message and "bytes of output" in message for message in messages), messages
