@@ -12,6 +12,7 @@ import pytest
 
 from sandbox_mcp.config import Settings
 from sandbox_mcp.errors import InvalidPath, InvalidRequest, SessionEnded, UnknownSession
+from sandbox_mcp.sandbox.languages import LANGUAGES
 from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox
 from sandbox_mcp.sandbox.workspace import InputFile
 from tests.support import IS_ROOT, process_exists, uid_base
@@ -149,18 +150,42 @@ async def test_javascript_declarations_persist_and_calls_wait_for_their_callback
     assert still.stdout == "84\n"
 
 
+# Each language writes f.txt in one call and prints it in the next: a program's own files
+# stay in the session's workdir whatever its language (build step, runner or interpreter).
 FILE_ROUND_TRIPS = {
     "python": ("open('f.txt', 'w').write('across')", "print(open('f.txt').read())"),
     "javascript": (
         "require('fs').writeFileSync('f.txt', 'across')",
         "console.log(require('fs').readFileSync('f.txt', 'utf8'))",
     ),
+    "typescript": (
+        "require('fs').writeFileSync('f.txt', 'across');",
+        "console.log(require('fs').readFileSync('f.txt', 'utf8'));",
+    ),
+    "ruby": ("File.write('f.txt', 'across')", "puts File.read('f.txt')"),
     "bash": ("printf across > f.txt", "cat f.txt; echo"),
+    "zsh": ("printf across > f.txt", "cat f.txt; echo"),
+    "fish": ("printf across > f.txt", "cat f.txt; echo"),
     "c": (
         '#include <stdio.h>\nint main(void) { FILE *f = fopen("f.txt", "w");'
         ' fputs("across", f); return fclose(f); }',
         '#include <stdio.h>\nint main(void) { char b[16] = {0}; FILE *f = fopen("f.txt", "r");'
         " fgets(b, sizeof b, f); puts(b); return 0; }",
+    ),
+    "cpp": (
+        '#include <fstream>\nint main() { std::ofstream("f.txt") << "across"; }',
+        "#include <fstream>\n#include <iostream>\n#include <string>\n"
+        'int main() { std::ifstream in("f.txt"); std::string s; in >> s;'
+        ' std::cout << s << "\\n"; }',
+    ),
+    "go": (
+        'package main\nimport "os"\nfunc main() { os.WriteFile("f.txt", []byte("across"), 0o644) }',
+        'package main\nimport (\n\t"fmt"\n\t"os"\n)\n'
+        'func main() { b, _ := os.ReadFile("f.txt"); fmt.Println(string(b)) }',
+    ),
+    "rust": (
+        'fn main() { std::fs::write("f.txt", "across").unwrap(); }',
+        'fn main() { println!("{}", std::fs::read_to_string("f.txt").unwrap()); }',
     ),
     "java": (
         "public class Main { public static void main(String[] a) throws Exception {"
@@ -168,16 +193,38 @@ FILE_ROUND_TRIPS = {
         "public class Main { public static void main(String[] a) throws Exception {"
         ' System.out.println(java.nio.file.Files.readString(java.nio.file.Path.of("f.txt"))); } }',
     ),
+    "kotlin": (
+        'java.io.File("f.txt").writeText("across")',
+        'println(java.io.File("f.txt").readText())',
+    ),
+    "groovy": ("new File('f.txt').text = 'across'", "println new File('f.txt').text"),
+    "scala": (
+        'java.nio.file.Files.write(java.nio.file.Paths.get("f.txt"), "across".getBytes)',
+        'println(new String(java.nio.file.Files.readAllBytes(java.nio.file.Paths.get("f.txt"))))',
+    ),
+    "clojure": ('(spit "f.txt" "across")', '(println (slurp "f.txt"))'),
 }
 
 
+def test_every_language_has_a_file_round_trip() -> None:
+    assert sorted(FILE_ROUND_TRIPS) == sorted(language.id for language in LANGUAGES)
+
+
 @pytest.mark.parametrize("language", sorted(FILE_ROUND_TRIPS))
-async def test_files_persist_between_calls(sandbox: Sandbox, language: str) -> None:
-    write, read = FILE_ROUND_TRIPS[language]
-    first = await run(sandbox, language, write, timeout_seconds=10)
-    assert first.exit_code == 0, first.stderr or (first.compile and first.compile.stderr)
-    second = await run(sandbox, language, read, first.session_id, timeout_seconds=10)
-    assert (second.exit_code, second.stdout) == (0, "across\n")
+async def test_files_persist_between_calls(run_root: Path, language: str) -> None:
+    # The default limits, under which the JVM languages' compilers start.
+    box = Sandbox(replace(BASE, run_root=run_root, timeout=30, max_timeout=30, cpu_seconds=30))
+    await box.start()
+    try:
+        write, read = FILE_ROUND_TRIPS[language]
+        first = await run(box, language, write)
+        assert first.exit_code == 0, first.stderr or (first.compile and first.compile.stderr)
+        second = await run(box, language, read, first.session_id)
+        assert (second.exit_code, second.stdout) == (0, "across\n"), second.stderr or (
+            second.compile and second.compile.stderr
+        )
+    finally:
+        await box.close()
 
 
 async def test_processes_a_call_starts_do_not_outlive_it(sandbox: Sandbox) -> None:
@@ -320,13 +367,17 @@ async def test_a_main_file_taken_by_a_non_regular_file_is_refused(
 
 
 async def test_reset_removes_state_files_and_the_id(sandbox: Sandbox) -> None:
-    first = await run(sandbox, "python", "import os\nopen('f', 'w').write('x')\nprint(os.getcwd())")
-    workdir = Path(first.stdout.strip())
+    first = await run(
+        sandbox, "python", "import os\nopen('f', 'w').write('x')\nprint(os.getcwd(), os.getpid())"
+    )
+    workdir, interpreter = Path(first.stdout.split()[0]), int(first.stdout.split()[1])
     assert workdir.parent == sandbox.settings.run_root
+    assert process_exists(interpreter)  # the session's interpreter, waiting for its next call
 
     ended = await sandbox.sessions.reset("", first.session_id)
     assert ended == [first.session_id]
     assert await gone(workdir)
+    assert not process_exists(interpreter)
     with pytest.raises(SessionEnded, match="reset"):
         await run(sandbox, "python", "print(1)", first.session_id)
 

@@ -292,6 +292,63 @@ async def test_sdk_client_leaving_mid_run_leaves_nothing_behind(run_root: Path) 
     assert await until(lambda: workdirs(run_root) == [], 10)
 
 
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_sdk_client_leaving_mid_run_over_http_leaves_nothing_behind(
+    run_root: Path, mode: str
+) -> None:
+    # Over HTTP the server outlives the client: leaving cancels the call (and, with an MCP
+    # session, ends that session), and that alone must stop the run and free its slot.
+    marker = "sleep 66.25" if mode == "legacy" else "sleep 66.5"
+    with running_server(run_root, 5, "--run-root", str(run_root), token=os.urandom(16).hex()) as s:
+        async with (
+            httpx2.AsyncClient(headers=s.headers()) as http,
+            Client(streamable_http_client(s.url, http_client=http), mode=mode) as client,
+        ):
+            call = asyncio.ensure_future(execute(client, marker))
+            assert await until(lambda: live_processes(marker), 10)
+            # Runs on standby hold workdirs of their own while the server lives: this one's.
+            workdir = Path(f"/proc/{live_processes(marker)[0]}/cwd").resolve()
+            assert workdir.parent == run_root
+        call.cancel()
+        await asyncio.gather(call, return_exceptions=True)
+
+        assert await until(lambda: not live_processes(marker), 10)
+        assert await until(lambda: not workdir.exists(), 10)
+        metrics = s.metrics()
+
+    assert "\nsandbox_mcp_runs_in_flight 0\n" in metrics
+    assert "\nsandbox_mcp_runs_in_flight_high_water 1\n" in metrics
+
+
+async def test_http_client_whose_connection_drops_mid_run_leaves_nothing_behind(
+    run_root: Path,
+) -> None:
+    # The SDK client's default mode: each call is its own HTTP request, so a connection that
+    # drops (no cancellation sent, no session ended) ends the call and must end its run.
+    marker = "sleep 67.25"
+    started, workdir = False, None
+    with running_server(run_root, 5, "--run-root", str(run_root), token=os.urandom(16).hex()) as s:
+        # The client fails in its own ways once its connection is gone: only the run matters.
+        with contextlib.suppress(Exception):
+            async with (
+                httpx2.AsyncClient(headers=s.headers()) as http,
+                Client(streamable_http_client(s.url, http_client=http)) as client,
+            ):
+                call = asyncio.ensure_future(execute(client, marker))
+                started = await until(lambda: live_processes(marker), 10)
+                if started:
+                    workdir = Path(f"/proc/{live_processes(marker)[0]}/cwd").resolve()
+                await http.aclose()
+                await asyncio.gather(call, return_exceptions=True)
+
+        assert started and workdir is not None and workdir.parent == run_root
+        assert await until(lambda: not live_processes(marker), 10)
+        assert await until(lambda: not workdir.exists(), 10)
+        metrics = s.metrics()
+
+    assert "\nsandbox_mcp_runs_in_flight 0\n" in metrics
+
+
 async def _lines(stream: Any) -> AsyncIterator[bytes]:
     buffer = b""
     while True:

@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from mcp.types import EmbeddedResource, ImageContent, ResourceLink, TextContent
+from mcp.types import (
+    EmbeddedResource,
+    ImageContent,
+    ResourceLink,
+    TextContent,
+    TextResourceContents,
+)
 
 from sandbox_mcp.server.files import MAX_IMAGES_SENT
 from tests.support import server_params
@@ -221,3 +227,24 @@ async def test_a_missing_module_is_explained(client: Client) -> None:
 
     text = next(block.text for block in result.content if isinstance(block, TextContent))
     assert "'requests' is not installed" in text and "numpy" in text
+
+
+async def test_an_svg_comes_back_as_text_never_as_an_image(client: Client) -> None:
+    result = await execute(
+        client,
+        code="import matplotlib.pyplot as plt\nplt.plot([1, 2], [3, 4])\nplt.savefig('plot.svg')",
+    )
+
+    assert not result.is_error, result.content
+    assert not [block for block in result.content if isinstance(block, ImageContent)]
+    [embedded] = [block for block in result.content if isinstance(block, EmbeddedResource)]
+    assert embedded.resource.mime_type == "image/svg+xml"
+    assert isinstance(embedded.resource, TextResourceContents)
+    assert "<svg" in embedded.resource.text
+    [listed] = result.structured_content["files"]
+    assert (listed["path"], listed["mime_type"], listed["image"]) == (
+        "plot.svg",
+        "image/svg+xml",
+        False,
+    )
+    assert listed["content"] == embedded.resource.text

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx2
@@ -24,7 +25,8 @@ from mcp.shared.exceptions import MCPError
 
 from sandbox_mcp import __version__
 from sandbox_mcp.config import Settings
-from sandbox_mcp.server.http import request_body_limit
+from sandbox_mcp.sandbox.runner import Sandbox
+from sandbox_mcp.server.http import readiness, request_body_limit
 from tests.http_server import (
     HttpServer,
     free_port,
@@ -32,7 +34,7 @@ from tests.http_server import (
     remove_run_root,
     running_server,
 )
-from tests.support import initialize_request, server_command
+from tests.support import initialize_request, server_command, uid_base
 
 TOKEN = secrets.token_hex(24)
 INITIALIZE = initialize_request(1)
@@ -384,24 +386,191 @@ async def test_a_whole_output_is_readable_by_its_own_caller_only(server: HttpSer
 
 
 @pytest.mark.anyio
-async def test_a_client_without_an_mcp_session_is_told_how_to_get_one(server: HttpServer) -> None:
-    # The SDK's default mode speaks a revision without MCP sessions: no caller key.
+async def test_sessions_belong_to_their_mcp_session_and_all_means_ones_own(
+    server: HttpServer,
+) -> None:
+    async with (
+        httpx2.AsyncClient(headers=server.headers()) as http_a,
+        Client(streamable_http_client(server.url, http_client=http_a), mode="legacy") as a,
+        httpx2.AsyncClient(headers=server.headers()) as http_b,
+        Client(streamable_http_client(server.url, http_client=http_b), mode="legacy") as b,
+    ):
+        opened = await a.call_tool(
+            "execute_code",
+            {
+                "language": "python",
+                "code": "secret = 's3cr3t'\nopen('note.txt', 'w').write(secret)",
+                "session_id": "new",
+            },
+        )
+        session_id = opened.structured_content["session_id"]
+        assert session_id, opened.content
+
+        # The same token, another MCP session: the id is as unknown as a made-up one.
+        stolen = await b.call_tool(
+            "execute_code",
+            {"language": "python", "code": "print(secret)", "session_id": session_id},
+        )
+        assert stolen.is_error
+        assert "unknown session_id: no session of yours" in stolen.content[0].text
+        with pytest.raises(MCPError, match="unknown session_id"):
+            await b.read_resource(f"sandbox://sessions/{session_id}/files/note.txt")
+        refused = await b.call_tool("reset_session", {"session_id": session_id})
+        assert refused.is_error
+        for everything in ({"session_id": "all"}, {"language": "all"}):
+            assert (await b.call_tool("reset_session", everything)).structured_content[
+                "ended"
+            ] == []
+
+        kept = await a.call_tool(
+            "execute_code",
+            {"language": "python", "code": "print(secret)", "session_id": session_id},
+        )
+        assert kept.structured_content["stdout"] == "s3cr3t\n"
+        ended = await a.call_tool("reset_session", {"session_id": "all"})
+        assert ended.structured_content["ended"] == [session_id]
+
+
+@pytest.mark.anyio
+async def test_a_client_without_an_mcp_session_is_told_it_gets_no_sandbox_session(
+    server: HttpServer,
+) -> None:
+    # The SDK client's default mode speaks a revision served without MCP sessions (README,
+    # "Ownership"): no owner can be told, so no sandbox session either, and it is told why.
     async with (
         httpx2.AsyncClient(headers=server.headers()) as http,
         Client(streamable_http_client(server.url, http_client=http)) as client,
     ):
-        refused = await client.call_tool(
+        result = await client.call_tool(
             "execute_code", {"language": "python", "code": "x = 1", "session_id": "new"}
         )
+        fresh = await client.call_tool("execute_code", {"language": "python", "code": "print(2)"})
         long = await client.call_tool(
             "execute_code", {"language": "python", "code": "print('x' * 100000)"}
         )
 
-    assert refused.is_error
-    assert 'mode="legacy"' in refused.content[0].text
+    assert result.is_error
+    assert "sessions need to know who calls" in result.content[0].text
+    assert 'mode="legacy"' in result.content[0].text
+    assert fresh.structured_content["stdout"] == "2\n"
+    # Nor can its whole output be kept for it alone: it is told so, and how to get one.
     assert long.structured_content["stdout_truncated"] is True
     assert long.structured_content["stdout_uri"] is None
     assert any(
         "whole output is not kept" in note and 'mode="legacy"' in note
         for note in long.structured_content["notes"]
     )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("authorization", [None, f"Bearer {TOKEN[::-1]}"], ids=["none", "wrong"])
+async def test_the_sdk_client_without_the_right_token_is_refused_with_401(
+    server: HttpServer, authorization: str | None
+) -> None:
+    statuses: list[int] = []
+
+    async def record(response: httpx2.Response) -> None:
+        statuses.append(response.status_code)
+
+    before = runs_counted(server.metrics())
+    headers = {} if authorization is None else {"Authorization": authorization}
+    with pytest.raises(Exception):  # noqa: B017 - the SDK wraps the refusal in its own errors
+        async with (
+            httpx2.AsyncClient(headers=headers, event_hooks={"response": [record]}) as http,
+            Client(streamable_http_client(server.url, http_client=http)) as client,
+        ):
+            await client.call_tool("execute_code", {"language": "bash", "code": "echo hi"})
+
+    assert statuses and set(statuses) == {401}, statuses
+    assert runs_counted(server.metrics()) == before
+
+
+@pytest.mark.anyio
+async def test_the_json_log_names_the_http_caller_and_never_the_code_output_or_secrets(
+    run_root: Path,
+) -> None:
+    token = secrets.token_hex(24)
+    code_marker, output_marker = secrets.token_hex(8), secrets.token_hex(8)
+    mcp_sessions: set[str] = set()
+
+    async def record(request: httpx2.Request) -> None:
+        mcp_sessions.add(request.headers.get("mcp-session-id", ""))
+
+    with running_server(run_root, 7, token=token, SANDBOX_LOG_FORMAT="json") as started:
+        async with (
+            httpx2.AsyncClient(
+                headers=started.headers(), event_hooks={"request": [record]}
+            ) as http,
+            Client(streamable_http_client(started.url, http_client=http), mode="legacy") as client,
+        ):
+            result = await client.call_tool(
+                "execute_code",
+                {
+                    "language": "python",
+                    "code": f"s = {code_marker!r}\nprint({output_marker[:8]!r} + "
+                    f"{output_marker[8:]!r})",
+                    "session_id": "new",
+                },
+            )
+            session_id = result.structured_content["session_id"]
+        log = started.log()
+
+    assert result.structured_content["stdout"] == output_marker + "\n"
+    entries = [json.loads(line) for line in log.splitlines() if line.strip()]
+    [run] = [entry for entry in entries if entry.get("event") == "run"]
+    assert run["run_id"] == result.structured_content["run_id"]
+    assert (run["language"], run["exit_code"], run["limit"]) == ("python", 0, None)
+    assert run["stdout_bytes"] == len(output_marker) + 1 and run["duration_ms"] > 0
+    assert re.fullmatch(r"http-[0-9a-f]{12}", run["caller"]), run
+    mcp_sessions.discard("")
+    assert mcp_sessions, "the legacy client never sent its Mcp-Session-Id"
+    for secret in (code_marker, output_marker, token, session_id, *mcp_sessions):
+        assert secret not in log
+
+
+@pytest.mark.anyio
+async def test_readiness_fails_while_the_run_root_is_gone(run_root: Path) -> None:
+    box = Sandbox(replace(Settings(), run_root=run_root, uid_base=uid_base(7), warm="off"))
+    await box.start()
+    try:
+        await box.runtimes()  # probed: readiness answers at once from here on
+        assert (await readiness(box))[0] == "ready"
+        away = run_root.with_name(run_root.name + ".away")
+        run_root.rename(away)
+        try:
+            status, facts = await readiness(box)
+        finally:
+            away.rename(run_root)
+        assert (status, facts) == ("not ready", {"reason": "the run root is not writable"})
+        assert (await readiness(box))[0] == "ready"
+    finally:
+        await box.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_progress_reaches_an_http_client_while_a_run_goes(
+    server: HttpServer, mode: str
+) -> None:
+    seen: list[float] = []
+    messages: list[str | None] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+        messages.append(message)
+
+    async with (
+        httpx2.AsyncClient(headers=server.headers()) as http,
+        Client(streamable_http_client(server.url, http_client=http), mode=mode) as client,
+    ):
+        result = await client.call_tool(
+            "execute_code",
+            {"language": "bash", "code": "for i in 1 2 3 4; do echo tick; sleep 1; done"},
+            progress_callback=on_progress,
+        )
+
+    assert result.structured_content["stdout"] == "tick\n" * 4
+    # About one a second; a loaded machine may lose some.
+    assert len(seen) >= 2, seen
+    assert seen == sorted(seen)
+    assert all(message and "bytes of output" in message for message in messages), messages

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
@@ -258,3 +259,86 @@ async def test_a_file_in_the_way_is_a_tool_error_and_a_full_disk_ends_the_sessio
         ), call.structured_content
         after = await execute(client, language="bash", code="ls", session_id=bash_id)
         assert after.is_error and "disk limit" in after.content[0].text
+
+
+async def test_the_ruby_servers_reset_by_language_and_all_end_only_what_is_named(
+    client: Client,
+) -> None:
+    async def open_session(language: str) -> str:
+        code = {"python": "pass", "javascript": "0;", "bash": "true"}[language]
+        opened = await execute(client, language=language, code=code, session_id="new")
+        assert opened.structured_content["exit_code"] == 0, opened.content[0].text
+        return str(opened.structured_content["session_id"])
+
+    python = await open_session("python")
+    javascript = await open_session("javascript")
+    bash = await open_session("bash")
+
+    # The Ruby server's form: `language`, an id (or an alias) ...
+    by_language = await client.call_tool("reset_session", {"language": "py"})
+    assert by_language.structured_content["ended"] == [python]
+    # ... or "all".
+    everything = await client.call_tool("reset_session", {"language": "all"})
+    assert sorted(everything.structured_content["ended"]) == sorted([javascript, bash])
+    for ended in (python, javascript, bash):
+        gone = await execute(client, language="bash", code="true", session_id=ended)
+        assert gone.is_error and "it was reset" in gone.content[0].text
+
+    # The same through session_id "all"; nothing left is no error.
+    again = await open_session("bash")
+    assert (await client.call_tool("reset_session", {"session_id": "all"})).structured_content[
+        "ended"
+    ] == [again]
+    nothing = await client.call_tool("reset_session", {"language": "all"})
+    assert not nothing.is_error
+    assert nothing.structured_content["ended"] == []
+    assert "no session of yours matched" in nothing.content[0].text
+
+
+async def test_the_caller_is_told_of_an_eviction_and_a_call_on_it_says_so(run_root: Path) -> None:
+    # Two sessions at most, so one caller holds at most one: its second evicts its first.
+    async with Client(server_params(run_root, SANDBOX_MAX_SESSIONS="2")) as client:
+        first = await execute(client, language="python", code="a = 1", session_id="new")
+        first_id = first.structured_content["session_id"]
+        second = await execute(client, language="python", code="b = 2", session_id="new")
+
+        told = [note for note in second.structured_content["notes"] if first_id in note]
+        assert told and "was ended to make room" in told[0], second.structured_content["notes"]
+        assert f"note: {told[0]}" in second.content[0].text
+        evicted = await execute(client, language="python", code="print(a)", session_id=first_id)
+        assert evicted.is_error
+        assert "has ended: it was evicted" in evicted.content[0].text
+
+        kept = await execute(
+            client,
+            language="python",
+            code="print(b)",
+            session_id=second.structured_content["session_id"],
+        )
+        assert kept.structured_content["stdout"] == "2\n"
+
+
+async def test_an_expired_session_is_gone_with_its_files_and_a_call_on_it_says_so(
+    run_root: Path,
+) -> None:
+    async with Client(server_params(run_root, SANDBOX_SESSION_IDLE_SECONDS="1")) as client:
+        opened = await execute(
+            client, language="bash", code="echo kept > f.txt; pwd", session_id="new"
+        )
+        workdir = Path(opened.structured_content["stdout"].strip())
+        assert workdir.parent == run_root
+        # Generous: the idle second, then the expiry's sweep and the clean-up.
+        for _ in range(300):
+            if not workdir.exists():
+                break
+            await anyio.sleep(0.1)
+        assert not workdir.exists()
+
+        expired = await execute(
+            client,
+            language="bash",
+            code="cat f.txt",
+            session_id=opened.structured_content["session_id"],
+        )
+        assert expired.is_error
+        assert "has ended: it was unused for more than 1 s" in expired.content[0].text
