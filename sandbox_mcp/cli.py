@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sandbox_mcp.sandbox.runner import Sandbox
     from sandbox_mcp.server import stdio
     from sandbox_mcp.server.app import build
+    from sandbox_mcp.server.inflight import InFlightCalls
     from sandbox_mcp.server.metrics import RunMetrics
     from sandbox_mcp.server.shutdown import serve_until_terminated
 
@@ -47,14 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     metrics = RunMetrics()
-    server = build(sandbox, metrics)
+    calls = InFlightCalls()
+    server = build(sandbox, metrics, calls)
     if settings.transport == "http":
         # Only now: a stdio server does not load the HTTP app or build it.
         from sandbox_mcp.server.http import serve
 
         log_http_start(settings)
         log_admission(settings)
-        serve(server, sandbox, metrics)
+        serve(server, sandbox, metrics, calls)
         return 0
 
     logger.info("sandbox-mcp %s starting on stdio", __version__)

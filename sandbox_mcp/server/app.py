@@ -12,13 +12,17 @@ from sandbox_mcp.sandbox import packages
 from sandbox_mcp.sandbox.runner import Sandbox
 from sandbox_mcp.server import resources, session_tools, tools
 from sandbox_mcp.server.arguments import StrictArguments
+from sandbox_mcp.server.inflight import InFlightCalls
 from sandbox_mcp.server.metrics import RunMetrics
 
 
-def build(sandbox: Sandbox, metrics: RunMetrics | None = None) -> MCPServer:
+def build(
+    sandbox: Sandbox, metrics: RunMetrics | None = None, calls: InFlightCalls | None = None
+) -> MCPServer:
     """An MCP server whose tools run code in `sandbox`. It starts and stops the sandbox.
 
-    Its execute_code calls are counted in `metrics` (the HTTP transport serves them).
+    Its execute_code calls are counted in `metrics` (the HTTP transport serves them) and held
+    in `calls` while in flight (the HTTP transport cancels those whose client left).
     """
 
     @asynccontextmanager
@@ -38,7 +42,9 @@ def build(sandbox: Sandbox, metrics: RunMetrics | None = None) -> MCPServer:
         log_level=sandbox.settings.log_level.upper(),  # type: ignore[arg-type]
     )
     outputs = resources.OutputStore()
-    tools.register(server, sandbox, metrics if metrics is not None else RunMetrics(), outputs)
+    tools.register(
+        server, sandbox, metrics if metrics is not None else RunMetrics(), outputs, calls
+    )
     resources.register(server, outputs)
     session_tools.register(server, sandbox)
     server.middleware.append(StrictArguments(server))

@@ -11,6 +11,7 @@ decides.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from mcp.server.mcpserver import Context
@@ -39,6 +40,11 @@ def caller_key(ctx: Context[Any, Any] | None) -> str | None:
     headers = getattr(request, "headers", None)
     if headers is None:
         return None
+    return key_from_headers(headers)
+
+
+def key_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The owner key an HTTP request's headers give: its MCP session's, or None."""
     # A request of a protocol revision without the initialize handshake is served with no MCP
     # session at all: an Mcp-Session-Id it carries was never issued or checked by the SDK,
     # so it is a name the client chose, not a key.

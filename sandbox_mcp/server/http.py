@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from sandbox_mcp.config import MIB, Settings
 from sandbox_mcp.sandbox import workspace
 from sandbox_mcp.sandbox.runner import MAX_ARGS_BYTES, MAX_STDIN_BYTES, Sandbox
+from sandbox_mcp.server.inflight import CancelOnDisconnect, InFlightCalls
 from sandbox_mcp.server.metrics import CONTENT_TYPE, RunMetrics
 
 logger = logging.getLogger(__name__)
@@ -55,11 +56,13 @@ MCP_SESSION_IDLE_SECONDS = 1800.0
 _CONNECTIONS_CLOSE_SECONDS = 5
 
 
-def serve(server: MCPServer, sandbox: Sandbox, metrics: RunMetrics) -> None:
+def serve(
+    server: MCPServer, sandbox: Sandbox, metrics: RunMetrics, calls: InFlightCalls
+) -> None:
     """Serve `server` over Streamable HTTP until SIGINT or SIGTERM; uvicorn owns the loop."""
     settings = sandbox.settings
     config = uvicorn.Config(
-        build_app(server, sandbox, metrics),
+        build_app(server, sandbox, metrics, calls),
         host=settings.host.strip("[]"),
         port=settings.port,
         # The process's logging is already set up (logs.configure): one line per
@@ -96,8 +99,11 @@ class _DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def build_app(server: MCPServer, sandbox: Sandbox, metrics: RunMetrics) -> ASGIApp:
-    """The ASGI application: the SDK's Streamable HTTP app with our routes, behind the gate."""
+def build_app(
+    server: MCPServer, sandbox: Sandbox, metrics: RunMetrics, calls: InFlightCalls | None = None
+) -> ASGIApp:
+    """The ASGI application: the SDK's Streamable HTTP app with our routes, behind the gate;
+    a POST whose client leaves before its answer has its calls in `calls` cancelled."""
     settings = sandbox.settings
     security = transport_security(settings)
     host_check = TransportSecurityMiddleware(security)
@@ -132,6 +138,8 @@ def build_app(server: MCPServer, sandbox: Sandbox, metrics: RunMetrics) -> ASGIA
     # (and its sandbox sessions) to anyone who also holds the token.
     logging.getLogger("mcp.server.streamable_http_manager").setLevel(logging.WARNING)
     logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
+    if calls is not None:
+        app = CancelOnDisconnect(app, calls, request_body_limit(settings))
     return BearerGate(app, settings.auth_token)
 
 

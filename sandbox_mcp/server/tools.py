@@ -29,6 +29,7 @@ from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox, Validatio
 from sandbox_mcp.sandbox.workspace import OutputFile
 from sandbox_mcp.server import files as run_files
 from sandbox_mcp.server.callers import NO_KEY, caller_key, log_label
+from sandbox_mcp.server.inflight import InFlightCalls
 from sandbox_mcp.server.metrics import RunMetrics
 from sandbox_mcp.server.resources import OutputStore, file_uri, output_uri
 from sandbox_mcp.server.schema import (
@@ -79,15 +80,21 @@ def _clean_doc(function: _Tool) -> _Tool:
 
 
 def register(
-    server: MCPServer, sandbox: Sandbox, metrics: RunMetrics, outputs: OutputStore | None = None
+    server: MCPServer,
+    sandbox: Sandbox,
+    metrics: RunMetrics,
+    outputs: OutputStore | None = None,
+    calls: InFlightCalls | None = None,
 ) -> None:
     """Add `execute_code`, `validate_code` and `list_languages` to `server`.
 
     Each execute_code call is counted in `metrics` when it ends; whole outputs that an
-    answer shortened go to `outputs` (see resources.py).
+    answer shortened go to `outputs` (see resources.py); each call in flight is in `calls`,
+    where a dropped HTTP connection cancels it (inflight.py).
     """
     settings = sandbox.settings
     outputs = outputs if outputs is not None else OutputStore()
+    calls = calls if calls is not None else InFlightCalls()
     network_closed = settings.network == "off"
 
     @server.tool(
@@ -192,7 +199,10 @@ def register(
                 owner=owner or "",
                 caller=log_label(owner),
             )
-            result = await sandbox.run(request, progress)
+            with calls.track(owner, ctx.request_id if ctx else None) as tracked:
+                result = await sandbox.run(request, progress)
+            if tracked.cancelled_caught:
+                raise ToolError("cancelled: the client's connection closed before the answer")
         except SandboxError as exc:
             metrics.record_error(language, exc)
             raise ToolError(str(exc)) from exc

@@ -320,19 +320,22 @@ async def test_sdk_client_leaving_mid_run_over_http_leaves_nothing_behind(
     assert "\nsandbox_mcp_runs_in_flight_high_water 1\n" in metrics
 
 
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_http_client_whose_connection_drops_mid_run_leaves_nothing_behind(
-    run_root: Path,
+    run_root: Path, mode: str
 ) -> None:
-    # The SDK client's default mode: each call is its own HTTP request, so a connection that
-    # drops (no cancellation sent, no session ended) ends the call and must end its run.
-    marker = "sleep 67.25"
+    # No cancellation sent, no MCP session ended: the connection drops, and the answer can
+    # reach no one. In the SDK's default mode each call is its own HTTP request, which the
+    # SDK ends with the connection; in legacy mode the call outlives its POST in the MCP
+    # session, and the server's own watch (inflight.py) must end it.
+    marker = f"sleep 67.{25 if mode == 'auto' else 75}"
     started, workdir = False, None
     with running_server(run_root, 5, "--run-root", str(run_root), token=os.urandom(16).hex()) as s:
         # The client fails in its own ways once its connection is gone: only the run matters.
         with contextlib.suppress(Exception):
             async with (
                 httpx2.AsyncClient(headers=s.headers()) as http,
-                Client(streamable_http_client(s.url, http_client=http)) as client,
+                Client(streamable_http_client(s.url, http_client=http), mode=mode) as client,
             ):
                 call = asyncio.ensure_future(execute(client, marker))
                 started = await until(lambda: live_processes(marker), 10)
