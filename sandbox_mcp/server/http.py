@@ -56,9 +56,7 @@ MCP_SESSION_IDLE_SECONDS = 1800.0
 _CONNECTIONS_CLOSE_SECONDS = 5
 
 
-def serve(
-    server: MCPServer, sandbox: Sandbox, metrics: RunMetrics, calls: InFlightCalls
-) -> None:
+def serve(server: MCPServer, sandbox: Sandbox, metrics: RunMetrics, calls: InFlightCalls) -> None:
     """Serve `server` over Streamable HTTP until SIGINT or SIGTERM; uvicorn owns the loop."""
     settings = sandbox.settings
     config = uvicorn.Config(
