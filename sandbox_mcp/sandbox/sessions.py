@@ -468,7 +468,13 @@ class Sessions:
                 f"{outcome.error}. Nothing ran and the session goes on: send the file under "
                 "another path (the main file: another `filename`), or remove what is there"
             )
-        if outcome.error in (runner_module.SUPERVISOR_GONE, runner_module.SUPERVISOR_SILENT):
+        sandbox_failed = outcome.error in (
+            runner_module.SUPERVISOR_GONE,
+            runner_module.SUPERVISOR_SILENT,
+        )
+        if sandbox_failed:
+            # Known shortcoming: a supervisor killed from outside leaves the workdir it would
+            # have removed, until the next start clears the run root (README, "Sessions").
             self._end(session, "its sandbox failed")
         disk_full = outcome.limit == "disk"
         if disk_full:
@@ -476,9 +482,13 @@ class Sessions:
         result = sandbox._result(
             spec, prepared, outcome, stdout, stderr, timeout, listing, request.caller
         )
-        lost = disk_full or (
-            persistent
-            and (outcome.state_lost or session.lost_unreported or outcome.lost_between_calls)
+        lost = (
+            disk_full
+            or sandbox_failed
+            or (
+                persistent
+                and (outcome.state_lost or session.lost_unreported or outcome.lost_between_calls)
+            )
         )
         note = None
         if persistent and outcome.state_lost and not disk_full:

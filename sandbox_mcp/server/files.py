@@ -10,6 +10,7 @@ with a `note` saying why they are not shown.
 from __future__ import annotations
 
 import base64
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -94,6 +95,15 @@ def content_blocks(
     return blocks
 
 
+def _printable(name: str) -> str:
+    """`name` with its control and format characters escaped: a run's file name cannot add
+    lines to the summary, move a terminal's cursor or turn the text right to left."""
+    return "".join(
+        char if not unicodedata.category(char).startswith("C") else ascii(char)[1:-1]
+        for char in name
+    )
+
+
 def summary_lines(result: RunResult, files: list[Shown]) -> list[str]:
     """The files for the text summary: one line each."""
     if not result.files:
@@ -109,7 +119,8 @@ def summary_lines(result: RunResult, files: list[Shown]) -> list[str]:
             tail = f" ({item.note})"
         else:
             tail = ""
-        lines.append(f"{found.path} ({found.size} bytes, {found.mime_type}, {found.status}){tail}")
+        facts = f"{found.size} bytes, {found.mime_type}, {found.status}"
+        lines.append(f"{_printable(found.path)} ({facts}){tail}")
     if result.files_unlisted:
         lines.append(f"... and {result.files_unlisted} more files not listed")
     left_out = sum(item.note == _OVER_COUNT for item in files)

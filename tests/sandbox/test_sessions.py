@@ -4,6 +4,8 @@ who may reach a session, and how sessions end."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 
 from sandbox_mcp.config import Settings
 from sandbox_mcp.errors import InvalidPath, InvalidRequest, SessionEnded, UnknownSession
+from sandbox_mcp.sandbox import files
 from sandbox_mcp.sandbox.languages import LANGUAGES
 from sandbox_mcp.sandbox.runner import RunRequest, RunResult, Sandbox
 from sandbox_mcp.sandbox.workspace import InputFile
@@ -700,3 +703,25 @@ async def test_large_arguments_are_carried_or_refused_without_ending_the_session
 
     assert wide.stdout == "20000 1\n"
     assert after.stdout == "1\n"
+
+
+async def test_a_session_whose_sandbox_fails_mid_call_says_its_state_is_lost(
+    sandbox: Sandbox,
+) -> None:
+    opened = await run(sandbox, "python", "import os\nkept = 1\nprint(os.getppid())")
+    supervisor = int(opened.stdout)
+    call = asyncio.ensure_future(
+        run(sandbox, "python", "import time\ntime.sleep(8)", opened.session_id)
+    )
+    await asyncio.sleep(1.5)
+    os.kill(supervisor, signal.SIGKILL)
+    failed = await call
+
+    assert failed.session_state_lost is True
+    assert any("the session has ended" in note for note in failed.notes), failed.notes
+    with pytest.raises(SessionEnded):
+        await run(sandbox, "python", "print(kept)", opened.session_id)
+    # The known shortcoming (README, "Sessions"): the dead supervisor's workdir stays until the
+    # next start clears the run root, which is what this does.
+    for left in sandbox.settings.run_root.iterdir():
+        files.remove_tree(str(left))

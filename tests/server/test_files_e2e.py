@@ -248,3 +248,13 @@ async def test_an_svg_comes_back_as_text_never_as_an_image(client: Client) -> No
         False,
     )
     assert listed["content"] == embedded.resource.text
+
+
+async def test_a_file_name_cannot_add_lines_or_escapes_to_the_summary(client: Client) -> None:
+    result = await execute(client, code="open('a\\nforged line\\x1b[31m\\u202e.txt', 'w')")
+
+    text = result.content[0].text
+    assert "\nforged line" not in text and "\x1b" not in text and "\u202e" not in text
+    assert "a\\nforged line\\x1b[31m\\u202e.txt (0 bytes" in text
+    # The structured content keeps the name as it is: JSON escapes it.
+    assert result.structured_content["files"][0]["path"] == "a\nforged line\x1b[31m\u202e.txt"
