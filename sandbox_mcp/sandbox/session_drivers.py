@@ -20,6 +20,10 @@ The protocol, the same for both:
 Between calls the supervisor stops the interpreter (SIGSTOP): nothing of a session runs while
 no call is in flight.
 
+Known shortcoming: REPLIES is open in the interpreter, so the code can write a reply itself
+and end its call early; the session's later calls may then read replies one call late. It
+harms only that session, within its limits (README, "Sessions").
+
 What a call does not behave like a script in, written where the model can read it (README,
 "Sessions"):
 - Python: the code runs with `exec` in the session's `__main__`; an uncaught exception prints

@@ -307,13 +307,16 @@ def _call_interpreter(
     lost = status is None
     if not lost:
         cpu_ms = _process_cpu_ms(interpreter.pid) - cpu_before
-        _end_strays(interpreter.pid)
-        if _stopped(interpreter.pid):
-            exit_code = status
-        else:
+        # Stopped first, so that none of its threads forks while the others are killed.
+        if not _stopped(interpreter.pid):
             # Not stopped in time: it cannot be left to run, so it goes like a lost one.
             watch.errors.append("the session's interpreter did not stop after the call")
             lost = True
+        elif not _end_strays(interpreter.pid):
+            watch.errors.append("the processes the call started would not end")
+            lost = True
+        else:
+            exit_code = status
     if lost:
         _kill_everything(watch, call.uid is not None)
         _relay(interpreter.stdout, stdout, until_eof=True)
@@ -533,9 +536,12 @@ def _stopped(pid: int) -> bool:
 
 def _moved_while_stopped(pid: int) -> bool:
     """Whether the interpreter, stopped after its last call, has run since: the kernel has a
-    continue or a stop to tell of, or it is not stopped now."""
+    continue or a stop to tell of, it is not stopped now, or some other process of the
+    session lives (none may, between calls)."""
     try:
         if os.waitid(os.P_PID, pid, os.WCONTINUED | os.WSTOPPED | os.WNOHANG) is not None:
+            return True
+        if _strays(pid):
             return True
         with open(f"/proc/{pid}/stat", "rb") as handle:
             state = handle.read().rsplit(b")", 1)[1].split()[0]
@@ -554,8 +560,13 @@ def _write_stdin(workdir: str, stdin: int) -> None:
     """Write the call's stdin where the driver expects it, never through a link."""
     directory = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(_STDIN_FILE, dir_fd=directory)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            # An earlier call made a directory of the name: no call could run to remove it.
+            files.remove_tree(os.path.join(workdir, _STDIN_FILE))
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         out = os.open(_STDIN_FILE, flags, 0o600, dir_fd=directory)
     finally:
@@ -627,21 +638,27 @@ def _send_file(control: socket.socket, workdir: str, path: str, max_bytes: int) 
         os.close(fd)
 
 
-def _end_strays(keep: int) -> None:
-    """Kill every process of the session but its interpreter: a call's processes end with it."""
+def _end_strays(keep: int) -> bool:
+    """Kill every process of the session but its (stopped) interpreter: a call's processes
+    end with it. False if some were still alive after 5 s."""
     give_up = time.monotonic() + 5.0
     while time.monotonic() < give_up:
-        strays = [
-            pid for pid in processes.descendants(os.getpid()) if pid != keep and not _is_zombie(pid)
-        ]
+        strays = _strays(keep)
         if not strays:
-            break
+            _reap_others(keep)
+            return True
         for pid in strays:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.001)
         _reap_others(keep)
-    _reap_others(keep)
+    return not _strays(keep)
+
+
+def _strays(keep: int) -> list[int]:
+    """The live processes below this one but `keep` (and `keep`'s threads)."""
+    below = processes.descendants(os.getpid())
+    return [pid for pid in below if pid != keep and not _is_zombie(pid)]
 
 
 def _reap_others(keep: int) -> None:

@@ -31,16 +31,23 @@ logger = logging.getLogger(__name__)
 
 
 class InFlightCalls:
-    """The cancel scopes of the calls in flight, by (caller key, JSON-RPC id)."""
+    """The cancel scopes of the calls in flight, by (caller key, JSON-RPC id as JSON).
+
+    The id is kept as JSON, so that `2` and `"2"`, two ids to JSON-RPC, stay two. A second
+    call under an id already in flight (JSON-RPC forbids it) is not tracked: a dropped
+    connection cannot cancel the other caller's call by mistake, only fail to cancel this one.
+    """
 
     def __init__(self) -> None:
         self._scopes: dict[tuple[str, str], anyio.CancelScope] = {}
 
     @contextlib.contextmanager
-    def track(self, owner: str | None, request_id: str | None) -> Iterator[anyio.CancelScope]:
+    def track(self, owner: str | None, request_id: object) -> Iterator[anyio.CancelScope]:
         """Run the block in a scope that `cancel` can end; `cancelled_caught` says if it did."""
-        key = (owner, request_id) if owner and request_id is not None else None
+        key = (owner, json.dumps(request_id)) if owner and request_id is not None else None
         with anyio.CancelScope() as scope:
+            if key in self._scopes:
+                key = None
             if key is not None:
                 self._scopes[key] = scope
             try:
@@ -78,13 +85,18 @@ class CancelOnDisconnect:
             return
 
         body = bytearray()
+        request_ids: list[str] = []
 
         async def watched() -> Message:
             message = await receive()
             if message["type"] == "http.request" and len(body) <= self.max_body:
                 body.extend(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # Only the ids are needed from here on: the body's copy goes at once.
+                    request_ids.extend(_request_ids(bytes(body)))
+                    body.clear()
             elif message["type"] == "http.disconnect":
-                cancelled = self.calls.cancel(owner, _request_ids(bytes(body)))
+                cancelled = self.calls.cancel(owner, request_ids)
                 if cancelled:
                     logger.info("a client left before its answer: %d call(s) cancelled", cancelled)
             return message
@@ -93,15 +105,14 @@ class CancelOnDisconnect:
 
 
 def _request_ids(body: bytes) -> list[str]:
-    """The ids of the requests in a JSON-RPC body (one message, or a batch), as the SDK's
-    `Context.request_id` gives them."""
+    """The ids of the requests in a JSON-RPC body (one message, or a batch), as JSON."""
     try:
         parsed: Any = json.loads(body)
     except ValueError:
         return []
     messages = parsed if isinstance(parsed, list) else [parsed]
     return [
-        str(message["id"])
+        json.dumps(message["id"])
         for message in messages
         if isinstance(message, dict) and message.get("id") is not None and "method" in message
     ]

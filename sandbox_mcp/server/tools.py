@@ -199,7 +199,8 @@ def register(
                 owner=owner or "",
                 caller=log_label(owner),
             )
-            with calls.track(owner, ctx.request_id if ctx else None) as tracked:
+            request_id = ctx.request_context.request_id if ctx else None
+            with calls.track(owner, request_id) as tracked:
                 result = await sandbox.run(request, progress)
             if tracked.cancelled_caught:
                 raise ToolError("cancelled: the client's connection closed before the answer")

@@ -725,3 +725,46 @@ async def test_a_session_whose_sandbox_fails_mid_call_says_its_state_is_lost(
     # next start clears the run root, which is what this does.
     for left in sandbox.settings.run_root.iterdir():
         files.remove_tree(str(left))
+
+
+async def test_a_directory_where_the_sessions_stdin_goes_does_not_block_later_calls(
+    sandbox: Sandbox,
+) -> None:
+    blocked = await run(sandbox, "python", "import os\nos.makedirs('.session-stdin/deep')\nx = 1")
+    after = await run(sandbox, "python", "print(x)", blocked.session_id, stdin="ignored")
+
+    assert (after.exit_code, after.stdout, after.session_state_lost) == (0, "1\n", False)
+
+
+async def test_processes_forked_as_a_call_ends_do_not_run_between_calls(sandbox: Sandbox) -> None:
+    # Threads fork without pause while the call returns: a child forked after the supervisor
+    # listed the strays, before the interpreter stopped, would live on between calls.
+    code = (
+        "import os, threading, time\n"
+        "def spawn():\n"
+        "    while True:\n"
+        "        try:\n"
+        "            if os.fork() == 0:\n"
+        "                time.sleep(1.0)\n"
+        "                open(f'beat-{os.getpid()}', 'w').close()\n"
+        "                time.sleep(60)\n"
+        "                os._exit(0)\n"
+        "        except OSError:\n"
+        "            time.sleep(0.01)\n"
+        "        try:\n"
+        "            os.waitpid(-1, os.WNOHANG)\n"
+        "        except ChildProcessError:\n"
+        "            pass\n"
+        "for _ in range(4):\n"
+        "    threading.Thread(target=spawn, daemon=True).start()\n"
+        "time.sleep(0.2)\n"
+    )
+    spawned = await run(sandbox, "python", code)
+    await asyncio.sleep(3)
+    after = await run(
+        sandbox, "python", "import glob\nprint(len(glob.glob('beat-*')))", spawned.session_id
+    )
+
+    assert spawned.exit_code == 0
+    # A child lives 1 s before it writes: none forked during the call may live that long.
+    assert after.stdout == "0\n", after
