@@ -28,6 +28,10 @@ class TreeSample:
     rss_bytes: int
 
 
+# A task's state letters (proc(5)) once it has exited: zombie, dead.
+_DEAD = (b"Z", b"X")
+
+
 def children(pid: int) -> list[int]:
     """Direct children of `pid`, from every one of its threads."""
     found: list[int] = []
@@ -77,13 +81,40 @@ def sample(pid: int) -> TreeSample:
         # Fields after the command name: state is [0]; num_threads is field 20 of
         # proc(5), [17] here; rss (pages) is field 24, [21] here.
         threads += int(fields[17])
-        memory += _pss(child, fallback=int(fields[21]) * _PAGE)
+        task = live_task(child)
+        if task is not None:
+            memory += _pss(task, fallback=int(fields[21]) * _PAGE)
     return TreeSample(processes, threads, memory)
 
 
-def _pss(pid: int, fallback: int) -> int:
+def live_task(pid: int) -> str | None:
+    """The /proc directory of a thread of `pid` that has not exited: the process's own, or,
+    when its main thread has exited (the kernel then shows the process as a zombie, and its
+    memory as none, while its other threads run on), one of those. None when all have."""
+    if _state(f"/proc/{pid}") not in _DEAD:
+        return f"/proc/{pid}"
     try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as handle:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        task = f"/proc/{pid}/task/{tid}"
+        if _state(task) not in _DEAD:
+            return task
+    return None
+
+
+def _state(task: str) -> bytes:
+    try:
+        with open(f"{task}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return b"X"
+
+
+def _pss(task: str, fallback: int) -> int:
+    try:
+        with open(f"{task}/smaps_rollup", "rb") as handle:
             for line in handle:
                 if line.startswith(b"Pss:"):
                     return int(line.split()[1]) * 1024

@@ -658,7 +658,9 @@ def _end_strays(keep: int) -> bool:
 def _strays(keep: int) -> list[int]:
     """The live processes below this one but `keep` (and `keep`'s threads)."""
     below = processes.descendants(os.getpid())
-    return [pid for pid in below if pid != keep and not _is_zombie(pid)]
+    # A process whose main thread exited reads as a zombie while its other threads run on:
+    # only one with no thread left is dead.
+    return [pid for pid in below if pid != keep and processes.live_task(pid) is not None]
 
 
 def _reap_others(keep: int) -> None:
@@ -668,14 +670,6 @@ def _reap_others(keep: int) -> None:
         if pid != keep:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True
 
 
 def _process_cpu_ms(pid: int) -> float:

@@ -970,3 +970,31 @@ async def test_activity_counts_runs_in_flight_and_waiting(run_root: Path) -> Non
     assert (busy.in_flight, busy.queued, busy.max_concurrent) == (2, 3, 2)
     assert [result.stdout for result in results] == [f"{n}\n" for n in range(5)]
     assert (after.in_flight, after.queued, after.in_flight_high_water) == (0, 0, 2)
+
+
+async def test_memory_held_by_processes_whose_main_thread_exited_counts(run_root: Path) -> None:
+    # Each child ends its main thread alone (the raw exit syscall), then a thread of it fills
+    # 100 MB: /proc shows such a process as a zombie with no memory, but the memory is there.
+    code = (
+        "import ctypes, os, threading, time\n"
+        "for _ in range(3):\n"
+        "    if os.fork() == 0:\n"
+        "        def fill():\n"
+        "            time.sleep(0.3)\n"
+        "            block = bytearray(100 * 1024 * 1024)\n"
+        "            for at in range(0, len(block), 4096):\n"
+        "                block[at] = 1\n"
+        "            time.sleep(8)\n"
+        "        threading.Thread(target=fill).start()\n"
+        "        time.sleep(0.05)\n"
+        "        ctypes.CDLL(None).syscall(60, 0)\n"
+        "time.sleep(8)\n"
+    )
+    box = await start_sandbox(run_root, memory_mb=128)
+    try:
+        result = await run(box, "python", code)
+    finally:
+        await box.close()
+
+    assert result.limit == "memory", result
+    assert result.duration_ms < 7000

@@ -768,3 +768,30 @@ async def test_processes_forked_as_a_call_ends_do_not_run_between_calls(sandbox:
     assert spawned.exit_code == 0
     # A child lives 1 s before it writes: none forked during the call may live that long.
     assert after.stdout == "0\n", after
+
+
+async def test_a_child_whose_main_thread_exited_does_not_run_between_calls(
+    sandbox: Sandbox,
+) -> None:
+    # The raw exit syscall ends the main thread alone: the kernel shows the process as a
+    # zombie, and its memory as none, while its other thread goes on counting.
+    code = (
+        "import ctypes, os, threading, time\n"
+        "if os.fork() == 0:\n"
+        "    def count():\n"
+        "        while True:\n"
+        "            open('marks', 'a').write('.')\n"
+        "            time.sleep(0.01)\n"
+        "    threading.Thread(target=count).start()\n"
+        "    time.sleep(0.05)\n"
+        "    ctypes.CDLL(None).syscall(60, 0)\n"
+        "time.sleep(0.3)\n"
+    )
+    counted = "import os\nprint(os.path.getsize('marks'))"
+    started = await run(sandbox, "python", code)
+    first = await run(sandbox, "python", counted, started.session_id)
+    await asyncio.sleep(1.5)
+    second = await run(sandbox, "python", counted, started.session_id)
+
+    assert started.exit_code == 0
+    assert first.stdout == second.stdout, (first.stdout, second.stdout)
