@@ -72,6 +72,16 @@ def file_infos(files: list[Shown]) -> list[FileInfo]:
     ]
 
 
+def embeds_svg(files: list[Shown]) -> bool:
+    """Whether `content_blocks` embeds an SVG's text among these files."""
+    return any(_is_embedded_svg(item) for item in files)
+
+
+def _is_embedded_svg(item: Shown) -> bool:
+    found = item.file
+    return not item.image and found.mime_type == "image/svg+xml" and found.text is not None
+
+
 def content_blocks(
     files: list[Shown], uri: Callable[[OutputFile], str]
 ) -> list[ImageContent | EmbeddedResource]:
@@ -85,7 +95,7 @@ def content_blocks(
         if item.image and found.content is not None:
             data = base64.b64encode(found.content).decode()
             blocks.append(ImageContent(type="image", data=data, mime_type=found.mime_type))
-        elif found.mime_type == "image/svg+xml" and found.text is not None:
+        elif _is_embedded_svg(item):
             contents = TextResourceContents(
                 uri=uri(found),
                 mime_type=found.mime_type,

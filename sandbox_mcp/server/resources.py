@@ -114,6 +114,6 @@ def register(server: MCPServer, store: OutputStore) -> None:
             raise ResourceNotFoundError(
                 f"no stored file {path!r} for run {run_id}: a run's workdir is removed after "
                 f"it; only the SVGs its answer embedded are kept, for {KEEP_SECONDS // 60} "
-                "minutes (a session keeps all its files)"
+                "minutes, for a caller with an MCP session (a session keeps all its files)"
             )
         return data.decode("utf-8", errors="replace")

@@ -48,10 +48,11 @@ from sandbox_mcp.server.session_tools import file_uri as session_file_uri
 _Tool = TypeVar("_Tool", bound=Callable[..., Any])
 
 # A caller without a key (HTTP without an MCP session) could not be told apart from the
-# others when it reads the whole output back: it is not kept.
-_WHOLE_OUTPUT_NOT_KEPT = (
-    "the whole output is not kept for reading back: this HTTP request has no MCP session to "
-    'tell its caller from others (with the Python SDK, open the client with mode="legacy")'
+# others when it reads a whole output or an SVG back: neither is kept.
+_NOT_KEPT = (
+    "the whole output and embedded SVGs are not kept for reading back: this HTTP request has "
+    "no MCP session to tell its caller from others (with the Python SDK, open the client with "
+    'mode="legacy")'
 )
 
 logger = logging.getLogger(__name__)
@@ -211,10 +212,11 @@ def register(
             if reporter is not None:
                 reporter.cancel()
         metrics.record_result(result)
-        if owner is None and (result.stdout_full is not None or result.stderr_full is not None):
-            result = dataclasses.replace(result, notes=(*result.notes, _WHOLE_OUTPUT_NOT_KEPT))
-
         shown = run_files.shown(result)
+        cut = result.stdout_full is not None or result.stderr_full is not None
+        if owner is None and (cut or run_files.embeds_svg(shown)):
+            result = dataclasses.replace(result, notes=(*result.notes, _NOT_KEPT))
+
         structured = _structured(result, shown)
         links: list[ResourceLink] = []
         for stream, full in (("stdout", result.stdout_full), ("stderr", result.stderr_full)):

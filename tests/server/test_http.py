@@ -448,6 +448,10 @@ async def test_a_client_without_an_mcp_session_is_told_it_gets_no_sandbox_sessio
         long = await client.call_tool(
             "execute_code", {"language": "python", "code": "print('x' * 100000)"}
         )
+        svg = await client.call_tool(
+            "execute_code",
+            {"language": "python", "code": "open('a.svg', 'w').write('<svg xmlns=\"x\"/>')"},
+        )
 
     assert result.is_error
     assert "sessions need to know who calls" in result.content[0].text
@@ -456,10 +460,12 @@ async def test_a_client_without_an_mcp_session_is_told_it_gets_no_sandbox_sessio
     # Nor can its whole output be kept for it alone: it is told so, and how to get one.
     assert long.structured_content["stdout_truncated"] is True
     assert long.structured_content["stdout_uri"] is None
-    assert any(
-        "whole output is not kept" in note and 'mode="legacy"' in note
-        for note in long.structured_content["notes"]
-    )
+    for answer in (long, svg):
+        assert any(
+            "not kept for reading back" in note and 'mode="legacy"' in note
+            for note in answer.structured_content["notes"]
+        ), answer.structured_content
+    assert not any("not kept" in note for note in fresh.structured_content["notes"])
 
 
 @pytest.mark.anyio
