@@ -81,7 +81,8 @@ def sample(pid: int) -> TreeSample:
         # Fields after the command name: state is [0]; num_threads is field 20 of
         # proc(5), [17] here; rss (pages) is field 24, [21] here.
         threads += int(fields[17])
-        task = live_task(child)
+        # The state just read spares the common case a second read of the same file.
+        task = f"/proc/{child}" if fields[0] not in _DEAD else live_task(child)
         if task is not None:
             memory += _pss(task, fallback=int(fields[21]) * _PAGE)
     return TreeSample(processes, threads, memory)
@@ -91,7 +92,7 @@ def live_task(pid: int) -> str | None:
     """The /proc directory of a thread of `pid` that has not exited: the process's own, or,
     when its main thread has exited (the kernel then shows the process as a zombie, and its
     memory as none, while its other threads run on), one of those. None when all have."""
-    if _state(f"/proc/{pid}") not in _DEAD:
+    if state(f"/proc/{pid}") not in _DEAD:
         return f"/proc/{pid}"
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
@@ -99,12 +100,14 @@ def live_task(pid: int) -> str | None:
         return None
     for tid in tasks:
         task = f"/proc/{pid}/task/{tid}"
-        if _state(task) not in _DEAD:
+        if state(task) not in _DEAD:
             return task
     return None
 
 
-def _state(task: str) -> bytes:
+def state(task: str) -> bytes:
+    """The state letter (proc(5)) of the process or thread whose /proc directory is `task`;
+    X (dead) when it cannot be read."""
     try:
         with open(f"{task}/stat", "rb") as handle:
             return handle.read().rsplit(b")", 1)[1].split()[0]

@@ -541,13 +541,10 @@ def _moved_while_stopped(pid: int) -> bool:
     try:
         if os.waitid(os.P_PID, pid, os.WCONTINUED | os.WSTOPPED | os.WNOHANG) is not None:
             return True
-        if _strays(pid):
-            return True
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            state = handle.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
+    except ChildProcessError:
         return False  # gone: the next call finds it dead
-    return state not in (b"T", b"Z", b"X")
+    # Dead (Z, X) is for the next call to find; anything but stopped (T) has moved.
+    return bool(_strays(pid)) or processes.state(f"/proc/{pid}") not in (b"T", b"Z", b"X")
 
 
 def _write_all(fd: int, data: bytes) -> None:
