@@ -741,7 +741,9 @@ async def test_processes_forked_as_a_call_ends_do_not_run_between_calls(sandbox:
     # listed the strays, before the interpreter stopped, would live on between calls.
     code = (
         "import os, threading, time\n"
+        "go = threading.Event()\n"
         "def spawn():\n"
+        "    go.wait()\n"
         "    while True:\n"
         "        try:\n"
         "            if os.fork() == 0:\n"
@@ -755,8 +757,10 @@ async def test_processes_forked_as_a_call_ends_do_not_run_between_calls(sandbox:
         "            os.waitpid(-1, os.WNOHANG)\n"
         "        except ChildProcessError:\n"
         "            pass\n"
+        # All threads first: once forking fills the process limit, no thread could start.
         "for _ in range(4):\n"
         "    threading.Thread(target=spawn, daemon=True).start()\n"
+        "go.set()\n"
         "time.sleep(0.2)\n"
     )
     spawned = await run(sandbox, "python", code)
@@ -765,7 +769,7 @@ async def test_processes_forked_as_a_call_ends_do_not_run_between_calls(sandbox:
         sandbox, "python", "import glob\nprint(len(glob.glob('beat-*')))", spawned.session_id
     )
 
-    assert spawned.exit_code == 0
+    assert spawned.exit_code == 0, spawned.stderr
     # A child lives 1 s before it writes: none forked during the call may live that long.
     assert after.stdout == "0\n", after
 
